@@ -1,0 +1,148 @@
+import { type Static, Type } from '@sinclair/typebox';
+
+/**
+ * The job spec: the one schema that feeds REST validation, the TypeScript types and the OpenAPI document.
+ * Defaults are applied by `normalizeJobSpec` (shared/protocol/validate.ts) so that every stored job is explicit.
+ */
+
+export const InnerOptimizer = Type.Object(
+  {
+    type: Type.Union([Type.Literal('sgd'), Type.Literal('momentum'), Type.Literal('adam')], { default: 'sgd' }),
+    learningRate: Type.Number({ exclusiveMinimum: 0, maximum: 10, default: 0.1 }),
+    momentum: Type.Optional(Type.Number({ minimum: 0, maximum: 0.9999, default: 0.9 })),
+  },
+  { additionalProperties: false, description: 'Optimizer each worker runs for its H local steps.' },
+);
+export type InnerOptimizer = Static<typeof InnerOptimizer>;
+
+export const OuterOptimizer = Type.Object(
+  {
+    learningRate: Type.Number({ exclusiveMinimum: 0, maximum: 10, default: 0.7 }),
+    momentum: Type.Number({ minimum: 0, maximum: 0.9999, default: 0.9 }),
+    nesterov: Type.Boolean({ default: true }),
+  },
+  { additionalProperties: false, description: 'DiLoCo outer optimizer applied to the mean delta of a round.' },
+);
+export type OuterOptimizer = Static<typeof OuterOptimizer>;
+
+export const Aggregation = Type.Object(
+  {
+    method: Type.Union([Type.Literal('mean'), Type.Literal('trimmed'), Type.Literal('median')], { default: 'mean' }),
+    /** Fraction trimmed from each end per coordinate when method is 'trimmed'. */
+    trimFraction: Type.Number({ minimum: 0, maximum: 0.45, default: 0.2 }),
+    /** Each delta's L2 norm is clipped to clipFactor x the median norm of the round (0 disables). */
+    clipFactor: Type.Number({ minimum: 0, maximum: 100, default: 3 }),
+  },
+  { additionalProperties: false },
+);
+export type Aggregation = Static<typeof Aggregation>;
+
+export const Verification = Type.Object(
+  {
+    /** Floor of the audit probability for trusted accounts; a requester may raise it. */
+    minAuditProbability: Type.Number({ minimum: 0, maximum: 1, default: 0.05 }),
+    /** Commit a checkpoint hash every k local steps. 0 means the default H/8. */
+    checkpointEvery: Type.Integer({ minimum: 0, maximum: 100_000, default: 0 }),
+    /** Relative-distance tolerance between honest results; 0 means calibrated default. */
+    tolerance: Type.Number({ minimum: 0, maximum: 1, default: 0 }),
+  },
+  { additionalProperties: false },
+);
+export type Verification = Static<typeof Verification>;
+
+export const LossName = Type.Union(
+  [
+    Type.Literal('categoricalCrossentropy'),
+    Type.Literal('sparseCategoricalCrossentropy'),
+    Type.Literal('meanSquaredError'),
+  ],
+  { default: 'categoricalCrossentropy' },
+);
+export type LossName = Static<typeof LossName>;
+
+export const JobSpec = Type.Object(
+  {
+    name: Type.String({ minLength: 1, maxLength: 120, default: 'untitled job' }),
+    /** tfjs `model.toJSON()`: an object, or the string JSON.stringify gives. Checked against the layer allow-list. */
+    model: Type.Union([Type.Object({}, { additionalProperties: true }), Type.String({ minLength: 2 })]),
+    /** Optional initial weights: the sha256 id of a weights blob uploaded before. */
+    initialWeights: Type.Optional(Type.String({ pattern: '^[0-9a-f]{64}$' })),
+    /** A dataset id (sha256) from POST /api/v1/datasets, or a built-in name such as `mnist`. */
+    dataset: Type.String({ minLength: 1, maxLength: 128 }),
+    loss: LossName,
+    optimizer: InnerOptimizer,
+    batchSize: Type.Integer({ minimum: 1, maximum: 4096, default: 32 }),
+    /** H: local steps per work unit. */
+    localSteps: Type.Integer({ minimum: 1, maximum: 100_000, default: 50 }),
+    unitsPerRound: Type.Integer({ minimum: 1, maximum: 10_000, default: 4 }),
+    rounds: Type.Integer({ minimum: 1, maximum: 100_000, default: 10 }),
+    targetAccuracy: Type.Optional(Type.Number({ exclusiveMinimum: 0, maximum: 1 })),
+    outer: OuterOptimizer,
+    aggregation: Aggregation,
+    verification: Verification,
+    seed: Type.Integer({ minimum: 0, maximum: 2 ** 31 - 1, default: 1 }),
+    /** How long a worker may hold a unit before it is reissued. */
+    unitDeadlineMs: Type.Integer({ minimum: 1_000, maximum: 86_400_000, default: 300_000 }),
+  },
+  { additionalProperties: false },
+);
+/** A job spec after defaults: every field present. */
+export type JobSpec = Static<typeof JobSpec>;
+
+export const JobStatus = Type.Union([
+  Type.Literal('queued'),
+  Type.Literal('running'),
+  Type.Literal('completed'),
+  Type.Literal('failed'),
+  Type.Literal('cancelled'),
+]);
+export type JobStatus = Static<typeof JobStatus>;
+
+export const RoundMetric = Type.Object({
+  round: Type.Integer(),
+  loss: Type.Number(),
+  accuracy: Type.Number(),
+  examples: Type.Integer(),
+  units: Type.Integer(),
+  at: Type.String(),
+});
+export type RoundMetric = Static<typeof RoundMetric>;
+
+export const JobView = Type.Object({
+  id: Type.String(),
+  name: Type.String(),
+  status: JobStatus,
+  round: Type.Integer({ description: 'Rounds completed so far.' }),
+  rounds: Type.Integer(),
+  progress: Type.Number({ description: 'Fraction of the job done, 0..1.' }),
+  unitsDone: Type.Integer(),
+  activeWorkers: Type.Integer(),
+  metrics: Type.Array(RoundMetric),
+  dataset: Type.String(),
+  error: Type.Optional(Type.String()),
+  createdAt: Type.String(),
+  updatedAt: Type.String(),
+  spec: Type.Optional(Type.Unknown()),
+});
+export type JobView = Static<typeof JobView>;
+
+export const DatasetView = Type.Object({
+  id: Type.String(),
+  name: Type.String(),
+  examples: Type.Integer(),
+  trainExamples: Type.Integer(),
+  evalExamples: Type.Integer(),
+  featureShape: Type.Array(Type.Integer()),
+  numClasses: Type.Integer(),
+  bytes: Type.Integer(),
+});
+export type DatasetView = Static<typeof DatasetView>;
+
+export const ApiError = Type.Object({
+  statusCode: Type.Integer(),
+  error: Type.String(),
+  message: Type.String(),
+  /** JSON pointer of the offending field, when one is to blame. */
+  field: Type.Optional(Type.String()),
+});
+export type ApiError = Static<typeof ApiError>;

@@ -1,0 +1,150 @@
+import { type Static, Type } from '@sinclair/typebox';
+import { InnerOptimizer, LossName } from './job-spec.js';
+
+/**
+ * The worker protocol over WebSocket (/api/v1/worker). Text frames carry JSON control messages; the single binary
+ * frame type carries a result (see result-envelope.ts). docs/PROTOCOL.md describes the flow.
+ */
+export const PROTOCOL_VERSION = 1;
+
+/** WebSocket close codes the coordinator uses. */
+export const CloseCode = {
+  /** A frame that does not parse, or a message that breaks the schema. */
+  BadMessage: 4400,
+  /** hello missing, wrong protocol version or failed challenge. */
+  Unauthorized: 4401,
+  /** Protocol version not supported. */
+  BadVersion: 4426,
+  /** Coordinator going away (restart). */
+  GoingAway: 1001,
+} as const;
+
+const Hex64 = Type.String({ pattern: '^[0-9a-f]{64}$' });
+
+export const Capabilities = Type.Object(
+  {
+    backends: Type.Array(Type.String({ maxLength: 32 }), { maxItems: 8 }),
+    adapter: Type.Optional(Type.String({ maxLength: 200 })),
+    examplesPerSecond: Type.Optional(Type.Number({ minimum: 0 })),
+    userAgent: Type.Optional(Type.String({ maxLength: 300 })),
+  },
+  { additionalProperties: true },
+);
+export type Capabilities = Static<typeof Capabilities>;
+
+// ---- worker -> coordinator -------------------------------------------------------------------------------------
+
+export const HelloMsg = Type.Object({
+  type: Type.Literal('hello'),
+  protocol: Type.Integer(),
+  account: Type.String({ minLength: 1, maxLength: 100 }),
+  backend: Type.String({ maxLength: 32 }),
+  capabilities: Capabilities,
+  /** Signed challenge answer (filled in by the accounts layer). */
+  auth: Type.Optional(Type.Object({ message: Type.String(), signature: Type.String() }, { additionalProperties: true })),
+  /** Leases this worker still holds from an earlier connection, to keep them across a reconnect. */
+  resume: Type.Optional(Type.Array(Type.Object({ leaseId: Type.String(), token: Type.String() }), { maxItems: 16 })),
+});
+export type HelloMsg = Static<typeof HelloMsg>;
+
+export const RequestWorkMsg = Type.Object({ type: Type.Literal('request') });
+export type RequestWorkMsg = Static<typeof RequestWorkMsg>;
+
+export const ProgressMsg = Type.Object({
+  type: Type.Literal('progress'),
+  leaseId: Type.String(),
+  step: Type.Integer({ minimum: 0 }),
+  loss: Type.Optional(Type.Number()),
+});
+export type ProgressMsg = Static<typeof ProgressMsg>;
+
+export const ReleaseMsg = Type.Object({ type: Type.Literal('release'), leaseId: Type.String() });
+export type ReleaseMsg = Static<typeof ReleaseMsg>;
+
+export const ClientMessage = Type.Union([HelloMsg, RequestWorkMsg, ProgressMsg, ReleaseMsg]);
+export type ClientMessage = Static<typeof ClientMessage>;
+
+// ---- coordinator -> worker -------------------------------------------------------------------------------------
+
+export const WelcomeMsg = Type.Object({
+  type: Type.Literal('welcome'),
+  protocol: Type.Integer(),
+  workerId: Type.String(),
+  account: Type.String(),
+  /** Leases from `hello.resume` that are still valid and stay with this worker. */
+  resumed: Type.Array(Type.String()),
+});
+export type WelcomeMsg = Static<typeof WelcomeMsg>;
+
+/**
+ * A unit of work. Everything a worker needs is content-addressed: it fetches /api/v1/blobs/:hash and checks the hash.
+ * An audit lease is byte-for-byte the same shape as any other: nothing here says who else holds the unit.
+ */
+export const UnitSpec = Type.Object({
+  jobName: Type.String(),
+  modelHash: Hex64,
+  weightsHash: Hex64,
+  datasetHash: Hex64,
+  /** Seed from which `assignExamples` derives the unit's example indices; chosen by the coordinator. */
+  dataSeed: Type.Integer(),
+  steps: Type.Integer({ minimum: 1 }),
+  batchSize: Type.Integer({ minimum: 1 }),
+  checkpointEvery: Type.Integer({ minimum: 1 }),
+  optimizer: InnerOptimizer,
+  loss: LossName,
+});
+export type UnitSpec = Static<typeof UnitSpec>;
+
+export const LeaseMsg = Type.Object({
+  type: Type.Literal('lease'),
+  leaseId: Type.String(),
+  /** Secret that must come back with the result: nobody else can submit for this lease. */
+  token: Type.String(),
+  deadline: Type.Integer({ description: 'Unix ms after which the unit may be reissued.' }),
+  unit: UnitSpec,
+});
+export type LeaseMsg = Static<typeof LeaseMsg>;
+
+export const IdleMsg = Type.Object({ type: Type.Literal('idle'), retryMs: Type.Integer() });
+export type IdleMsg = Static<typeof IdleMsg>;
+
+export const AckMsg = Type.Object({ type: Type.Literal('ack'), leaseId: Type.String(), resultHash: Type.String() });
+export type AckMsg = Static<typeof AckMsg>;
+
+export const RejectMsg = Type.Object({
+  type: Type.Literal('reject'),
+  leaseId: Type.String(),
+  code: Type.String(),
+  reason: Type.String(),
+});
+export type RejectMsg = Static<typeof RejectMsg>;
+
+/** A lease the coordinator withdrew (job cancelled or unit already settled); stop working on it. */
+export const RevokeMsg = Type.Object({ type: Type.Literal('revoke'), leaseId: Type.String(), reason: Type.String() });
+export type RevokeMsg = Static<typeof RevokeMsg>;
+
+export const ErrorMsg = Type.Object({ type: Type.Literal('error'), code: Type.String(), message: Type.String() });
+export type ErrorMsg = Static<typeof ErrorMsg>;
+
+export type ServerMessage = WelcomeMsg | LeaseMsg | IdleMsg | AckMsg | RejectMsg | RevokeMsg | ErrorMsg;
+
+// ---- result envelope header (binary frame) ---------------------------------------------------------------------
+
+export const ResultHeader = Type.Object({
+  type: Type.Literal('result'),
+  leaseId: Type.String(),
+  token: Type.String(),
+  /** sha256 of the delta payload bytes that follow the header. */
+  deltaHash: Hex64,
+  /** sha256 of the final weights (start + delta, as the worker computed them). */
+  finalHash: Hex64,
+  /** sha256 of the training state every `checkpointEvery` steps, in order; the last one is the final state. */
+  checkpoints: Type.Array(Hex64),
+  losses: Type.Array(Type.Number()),
+  examples: Type.Integer({ minimum: 0 }),
+  flops: Type.Number({ minimum: 0 }),
+  backend: Type.String({ maxLength: 32 }),
+  adapter: Type.Optional(Type.String({ maxLength: 200 })),
+  timings: Type.Object({ totalMs: Type.Number(), trainMs: Type.Number() }, { additionalProperties: true }),
+});
+export type ResultHeader = Static<typeof ResultHeader>;
