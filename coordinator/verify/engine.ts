@@ -1,0 +1,439 @@
+import type { WeightSet } from '../../shared/train/types.js';
+import {
+  type BisectContext,
+  bisectDispute,
+  checkpointCount,
+  type DisputeParty,
+  deltaBindingDistance,
+  type PartyFault,
+  type PartyId,
+  RevealCache,
+  stepOfStateIndex,
+} from '../../shared/verify/bisect.js';
+import { relativeDistance } from '../../shared/verify/distance.js';
+import { jobTolerance } from '../../shared/verify/tolerance.js';
+import { auditProbability, recordFailure, recordValid, type TrustState } from '../../shared/verify/trust.js';
+import { type Referee, ruleOnSegment } from './ruling.js';
+
+/**
+ * The verification policy the round scheduler calls. It owns no storage: the scheduler loads trust states and results
+ * from its database, asks the engine what to do, and writes the verdicts back. Randomness is injectable so that runs
+ * replay exactly in tests and in the benchmark.
+ *
+ * Flow per unit (see docs/VERIFICATION.md):
+ *  1. every result: cheap checks (shared/verify/cheap-checks.ts); failure = invalid, no replication needed;
+ *  2. shouldAudit(trust, job): if true the unit is leased blind to a second worker (isEligibleAuditor);
+ *  3. settleAudit(original, audit): compare -> match: spot check one random segment of one party (defeats colluding
+ *     pairs that return the same fabricated result) | mismatch: bisect + referee on the first bad segment;
+ *  4. apply verdicts: recordValid / recordFailure, consequencesFor(loser) -> reissue list + forfeit events.
+ */
+
+export interface JobVerificationPolicy {
+  /** JobSpec.verification.minAuditProbability: the job can raise the audit rate, never lower the policy floor. */
+  minAuditProbability: number;
+  /** JobSpec.verification.tolerance: 0 = DEFAULT_TOLERANCE. */
+  tolerance: number;
+}
+
+/** Who ran a result: audits go to a different account on a different network address. */
+export interface WorkerIdentity {
+  account: string;
+  /** Network address (IP or /24 or /64 prefix, as the gateway records it). */
+  address?: string;
+}
+
+/** The parts of a stored result that comparison needs. */
+export interface ComparableResult {
+  deltaHash: string;
+  delta: WeightSet;
+}
+
+export interface CompareResult {
+  verdict: 'match' | 'mismatch';
+  how: 'identical' | 'within-tolerance' | 'beyond-tolerance';
+  /** Relative distance of the deltas (0 when identical). */
+  deltaDistance: number;
+  /** Relative distance of the final weights when startWeights was given (always <= deltaDistance in practice). */
+  finalDistance?: number;
+}
+
+export interface UnitContext {
+  unitId: string;
+  steps: number;
+  checkpointEvery: number;
+  startWeights: WeightSet;
+  tolerance: number;
+}
+
+export interface SpotCheckResult {
+  ok: boolean;
+  /** Steps [from, to) that were recomputed; absent when a reveal failed first. */
+  segment?: [number, number];
+  distance?: number;
+  fault?: PartyFault;
+  reason: string;
+  refereeSteps: number;
+  reveals: number;
+}
+
+export type DisputeOutcome = 'a-wins' | 'b-wins' | 'both-lose' | 'no-fault';
+
+export interface DisputeResolution {
+  outcome: DisputeOutcome;
+  /** How the outcome was reached. */
+  by: 'forfeit' | 'referee' | 'final-states-agree';
+  losers: PartyId[];
+  reason: string;
+  segment?: [number, number];
+  faults: PartyFault[];
+  refereeSteps: number;
+  reveals: number;
+}
+
+export type Verdict = 'valid' | 'invalid';
+
+export interface AuditSettlement {
+  verdicts: Record<PartyId, Verdict>;
+  compare: CompareResult;
+  spotChecks: Partial<Record<PartyId, SpotCheckResult>>;
+  dispute?: DisputeResolution;
+  /** Per party, why it was found invalid (for the forfeit record and the worker's reject message). */
+  reasons: Partial<Record<PartyId, string>>;
+  refereeSteps: number;
+  reveals: number;
+}
+
+/** A record for the credits layer: this account forfeits its unvested credits because of this unit. */
+export interface ForfeitEvent {
+  account: string;
+  unitId: string;
+  reason: string;
+  at: number;
+}
+
+/** A result of the loser still known to the scheduler. */
+export interface OpenResult {
+  resultId: string;
+  unitId: string;
+  /** Already folded into a round's aggregate (cannot be undone; its credits are forfeited instead). */
+  aggregated: boolean;
+}
+
+export interface Consequences {
+  trust: TrustState;
+  forfeit: ForfeitEvent;
+  /** Unaggregated results of the loser to drop; their units go back to the queue for another worker. */
+  reissue: OpenResult[];
+  /** Results already aggregated: nothing to undo in the model, their unvested credits are forfeited. */
+  alreadyAggregated: OpenResult[];
+}
+
+export interface EngineOptions {
+  /** Uniform [0, 1) source; Math.random by default. */
+  rng?: () => number;
+  /** Global floor of the audit probability for trusted accounts (DEFAULT_MIN_AUDIT_PROBABILITY unless set). */
+  policyFloor?: number;
+  /** Time a party has to answer one reveal request. */
+  revealTimeoutMs?: number;
+  /** Spot-check one random segment whenever an audit matches (on by default: it is the anti-collusion check). */
+  spotCheckOnMatch?: boolean;
+  now?: () => number;
+}
+
+export const DEFAULT_REVEAL_TIMEOUT_MS = 30_000;
+
+export class VerificationEngine {
+  private readonly rng: () => number;
+  private readonly policyFloor: number | undefined;
+  private readonly revealTimeoutMs: number;
+  private readonly spotCheckOnMatch: boolean;
+  private readonly now: () => number;
+
+  constructor(opts: EngineOptions = {}) {
+    this.rng = opts.rng ?? Math.random;
+    this.policyFloor = opts.policyFloor;
+    this.revealTimeoutMs = opts.revealTimeoutMs ?? DEFAULT_REVEAL_TIMEOUT_MS;
+    this.spotCheckOnMatch = opts.spotCheckOnMatch ?? true;
+    this.now = opts.now ?? Date.now;
+  }
+
+  /** The tau a job uses. */
+  tolerance(job: JobVerificationPolicy): number {
+    return jobTolerance(job.tolerance);
+  }
+
+  auditProbability(trust: TrustState, job: JobVerificationPolicy): number {
+    return this.policyFloor === undefined
+      ? auditProbability(trust, job.minAuditProbability)
+      : auditProbability(trust, job.minAuditProbability, this.policyFloor);
+  }
+
+  /** Draw once per result (or per lease) whether the unit also goes to an auditor. */
+  shouldAudit(trust: TrustState, job: JobVerificationPolicy): boolean {
+    return this.rng() < this.auditProbability(trust, job);
+  }
+
+  /** An auditor must be another account on another network address than the worker it checks. */
+  isEligibleAuditor(original: WorkerIdentity, candidate: WorkerIdentity): boolean {
+    if (candidate.account === original.account) return false;
+    if (original.address && candidate.address && original.address === candidate.address) return false;
+    return true;
+  }
+
+  /**
+   * Bit-identical deltas match at once; otherwise the relative distance of the deltas must be <= tau. (The distance
+   * of final weights, start + delta, is the same difference over a larger norm, so it never decides anything the
+   * delta distance has not; it is reported when startWeights is given.)
+   */
+  compare(a: ComparableResult, b: ComparableResult, tolerance: number, startWeights?: WeightSet): CompareResult {
+    if (a.deltaHash === b.deltaHash) return { verdict: 'match', how: 'identical', deltaDistance: 0, finalDistance: 0 };
+    const deltaDistance = relativeDistance(a.delta, b.delta);
+    let finalDistance: number | undefined;
+    if (startWeights) {
+      let diff = 0;
+      let na = 0;
+      let nb = 0;
+      for (let t = 0; t < startWeights.data.length; t++) {
+        const s = startWeights.data[t];
+        const da = a.delta.data[t];
+        const db = b.delta.data[t];
+        for (let i = 0; i < s.length; i++) {
+          const fa = s[i] + da[i];
+          const fb = s[i] + db[i];
+          diff += (fa - fb) ** 2;
+          na += fa * fa;
+          nb += fb * fb;
+        }
+      }
+      finalDistance = Math.sqrt(diff) / Math.max(Math.sqrt(na), Math.sqrt(nb), 1e-12);
+    }
+    const ok = deltaDistance <= tolerance && (finalDistance === undefined || finalDistance <= tolerance);
+    return {
+      verdict: ok ? 'match' : 'mismatch',
+      how: ok ? 'within-tolerance' : 'beyond-tolerance',
+      deltaDistance,
+      finalDistance,
+    };
+  }
+
+  private bisectContext(unit: UnitContext): BisectContext {
+    return {
+      steps: unit.steps,
+      checkpointEvery: unit.checkpointEvery,
+      tolerance: unit.tolerance,
+      startWeights: unit.startWeights,
+      revealTimeoutMs: this.revealTimeoutMs,
+    };
+  }
+
+  /**
+   * Recomputes one random segment of a party's run: the party reveals its final state (which must be bound to its
+   * delta) and the states at both ends of the segment (which must hash to its commitments); the referee recomputes the
+   * segment from the first and must land within tau of the second. Cost: k steps and 2-3 reveals.
+   */
+  async spotCheck(
+    party: DisputeParty,
+    unit: UnitContext,
+    referee: Referee,
+    segmentIndex?: number,
+  ): Promise<SpotCheckResult> {
+    const n = checkpointCount(unit.steps, unit.checkpointEvery);
+    if (party.checkpoints.length !== n) {
+      return {
+        ok: false,
+        reason: `${party.checkpoints.length} checkpoints committed, ${n} expected`,
+        fault: { party: 'a', code: 'reveal-bad-shape', reason: 'wrong checkpoint count' },
+        refereeSteps: 0,
+        reveals: 0,
+      };
+    }
+    const j = segmentIndex ?? 1 + Math.floor(this.rng() * n); // state index at the segment's end, 1..n
+    const cache = new RevealCache({ a: party, b: party }, this.bisectContext(unit));
+    const fail = (fault: PartyFault): SpotCheckResult => ({
+      ok: false,
+      fault,
+      reason: fault.reason,
+      refereeSteps: 0,
+      reveals: cache.count,
+    });
+    let finalState: WeightSet;
+    let fromState: WeightSet | null;
+    let endState: WeightSet;
+    try {
+      finalState = await cache.get('a', n - 1);
+      fromState = j === 1 ? null : await cache.get('a', j - 2);
+      endState = await cache.get('a', j - 1);
+    } catch (err) {
+      const fault = (err as { fault?: PartyFault }).fault;
+      if (fault) return fail(fault);
+      throw err;
+    }
+    const binding = deltaBindingDistance(finalState, unit.startWeights, party.delta);
+    if (!(binding <= unit.tolerance)) {
+      return fail({
+        party: 'a',
+        code: 'delta-not-bound',
+        reason: `${party.account}: submitted delta is ${binding.toExponential(2)} away from its committed final state`,
+      });
+    }
+    const segment: [number, number] = [
+      stepOfStateIndex(j - 1, unit.steps, unit.checkpointEvery),
+      stepOfStateIndex(j, unit.steps, unit.checkpointEvery),
+    ];
+    const rec = await referee.recomputeSegment({ fromStep: segment[0], toStep: segment[1], fromState });
+    const distance = relativeDistance(rec.state, endState);
+    const ok = distance <= unit.tolerance;
+    return {
+      ok,
+      segment,
+      distance,
+      reason: ok
+        ? 'segment reproduced'
+        : `${party.account}: steps [${segment[0]}, ${segment[1]}) do not reproduce its checkpoint (distance ${distance.toExponential(2)})`,
+      refereeSteps: rec.steps,
+      reveals: cache.count,
+    };
+  }
+
+  /** Bisects to the first disagreeing segment and has the referee recompute exactly that segment. */
+  async resolveDispute(
+    parties: Record<PartyId, DisputeParty>,
+    unit: UnitContext,
+    referee: Referee,
+  ): Promise<DisputeResolution> {
+    const bis = await bisectDispute(parties, this.bisectContext(unit));
+    if (bis.kind === 'forfeit') {
+      const losers = [...new Set(bis.faults.map((f) => f.party))];
+      const outcome: DisputeOutcome = losers.length === 2 ? 'both-lose' : losers[0] === 'a' ? 'b-wins' : 'a-wins';
+      return {
+        outcome,
+        by: 'forfeit',
+        losers,
+        reason: bis.faults.map((f) => f.reason).join('; '),
+        faults: bis.faults,
+        refereeSteps: 0,
+        reveals: bis.reveals,
+      };
+    }
+    if (bis.kind === 'agree') {
+      return {
+        outcome: 'no-fault',
+        by: 'final-states-agree',
+        losers: [],
+        reason: 'final states agree within tolerance',
+        faults: [],
+        refereeSteps: 0,
+        reveals: bis.reveals,
+      };
+    }
+    const rec = await referee.recomputeSegment({
+      fromStep: bis.segment[0],
+      toStep: bis.segment[1],
+      fromState: bis.agreedState,
+    });
+    const ruling = ruleOnSegment(rec.state, bis.endStates, unit.tolerance);
+    const where = `steps [${bis.segment[0]}, ${bis.segment[1]})`;
+    const base = {
+      by: 'referee' as const,
+      segment: bis.segment,
+      faults: [],
+      refereeSteps: rec.steps,
+      reveals: bis.reveals,
+    };
+    if (ruling.kind === 'winner') {
+      return {
+        ...base,
+        outcome: ruling.winner === 'a' ? 'a-wins' : 'b-wins',
+        losers: [ruling.loser],
+        reason: `${parties[ruling.loser].account}: ${where} do not reproduce (distance ${ruling.distances[ruling.loser].toExponential(2)})`,
+      };
+    }
+    if (ruling.kind === 'both-lose') {
+      return {
+        ...base,
+        outcome: 'both-lose',
+        losers: ['a', 'b'],
+        reason: `neither party reproduces ${where} (distances ${ruling.distances.a.toExponential(2)}, ${ruling.distances.b.toExponential(2)})`,
+      };
+    }
+    return { ...base, outcome: 'no-fault', losers: [], reason: `both reproduce ${where} within tolerance` };
+  }
+
+  /**
+   * Settles an audited unit: original ('a') vs auditor ('b'). Returns a verdict per party; the caller applies
+   * applyVerdict() to each account's trust and consequencesFor() to each loser.
+   */
+  async settleAudit(input: {
+    a: DisputeParty & ComparableResult;
+    b: DisputeParty & ComparableResult;
+    unit: UnitContext;
+    referee: Referee;
+  }): Promise<AuditSettlement> {
+    const { a, b, unit, referee } = input;
+    const cmp = this.compare(a, b, unit.tolerance);
+    const settlement: AuditSettlement = {
+      verdicts: { a: 'valid', b: 'valid' },
+      compare: cmp,
+      spotChecks: {},
+      reasons: {},
+      refereeSteps: 0,
+      reveals: 0,
+    };
+    const parties = { a, b };
+    const spot = async (id: PartyId): Promise<boolean> => {
+      const r = await this.spotCheck(parties[id], unit, referee);
+      settlement.spotChecks[id] = r;
+      settlement.refereeSteps += r.refereeSteps;
+      settlement.reveals += r.reveals;
+      if (!r.ok) {
+        settlement.verdicts[id] = 'invalid';
+        settlement.reasons[id] = `spot check: ${r.reason}`;
+      }
+      return r.ok;
+    };
+
+    if (cmp.verdict === 'match') {
+      if (!this.spotCheckOnMatch) return settlement;
+      // Results agree; a colluding pair agrees too, so check one party's work directly. If it fails, the other
+      // party's matching result gets its own spot check rather than being condemned by association.
+      const first: PartyId = this.rng() < 0.5 ? 'a' : 'b';
+      if (!(await spot(first))) await spot(first === 'a' ? 'b' : 'a');
+      return settlement;
+    }
+
+    const d = await this.resolveDispute(parties, unit, referee);
+    settlement.dispute = d;
+    settlement.refereeSteps += d.refereeSteps;
+    settlement.reveals += d.reveals;
+    for (const id of d.losers) {
+      settlement.verdicts[id] = 'invalid';
+      settlement.reasons[id] = `dispute: ${d.reason}`;
+    }
+    // A party that wins only because the other did not answer has not been confirmed by any recomputation.
+    if (d.by === 'forfeit' && d.losers.length === 1) await spot(d.losers[0] === 'a' ? 'b' : 'a');
+    return settlement;
+  }
+
+  /** Trust after a verdict. */
+  applyVerdict(trust: TrustState, verdict: Verdict): TrustState {
+    return verdict === 'valid' ? recordValid(trust) : recordFailure(trust);
+  }
+
+  /**
+   * What happens to a loser: trust reset, a forfeit record for the credits layer, and its other results sorted into
+   * those to drop and reissue (not yet aggregated) and those already aggregated (credits forfeited, model kept).
+   */
+  consequencesFor(
+    loser: { account: string; unitId: string; trust: TrustState },
+    reason: string,
+    openResults: OpenResult[],
+  ): Consequences {
+    const others = openResults.filter((r) => r.unitId !== loser.unitId);
+    return {
+      trust: recordFailure(loser.trust),
+      forfeit: { account: loser.account, unitId: loser.unitId, reason, at: this.now() },
+      reissue: others.filter((r) => !r.aggregated),
+      alreadyAggregated: others.filter((r) => r.aggregated),
+    };
+  }
+}
