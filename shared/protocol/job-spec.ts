@@ -11,7 +11,7 @@ export const InnerOptimizer = Type.Object(
     learningRate: Type.Number({ exclusiveMinimum: 0, maximum: 10, default: 0.1 }),
     momentum: Type.Optional(Type.Number({ minimum: 0, maximum: 0.9999, default: 0.9 })),
   },
-  { additionalProperties: false, description: 'Optimizer each worker runs for its H local steps.' },
+  { additionalProperties: false, default: {}, description: 'Optimizer each worker runs for its H local steps.' },
 );
 export type InnerOptimizer = Static<typeof InnerOptimizer>;
 
@@ -21,7 +21,7 @@ export const OuterOptimizer = Type.Object(
     momentum: Type.Number({ minimum: 0, maximum: 0.9999, default: 0.9 }),
     nesterov: Type.Boolean({ default: true }),
   },
-  { additionalProperties: false, description: 'DiLoCo outer optimizer applied to the mean delta of a round.' },
+  { additionalProperties: false, default: {}, description: 'DiLoCo outer optimizer applied to the mean delta of a round.' },
 );
 export type OuterOptimizer = Static<typeof OuterOptimizer>;
 
@@ -33,20 +33,20 @@ export const Aggregation = Type.Object(
     /** Each delta's L2 norm is clipped to clipFactor x the median norm of the round (0 disables). */
     clipFactor: Type.Number({ minimum: 0, maximum: 100, default: 3 }),
   },
-  { additionalProperties: false },
+  { additionalProperties: false, default: {} },
 );
 export type Aggregation = Static<typeof Aggregation>;
 
 export const Verification = Type.Object(
   {
     /** Floor of the audit probability for trusted accounts; a requester may raise it. */
-    minAuditProbability: Type.Number({ minimum: 0, maximum: 1, default: 0.05 }),
+    minAuditProbability: Type.Number({ minimum: 0, maximum: 1, default: 0.1 }),
     /** Commit a checkpoint hash every k local steps. 0 means the default H/8. */
     checkpointEvery: Type.Integer({ minimum: 0, maximum: 100_000, default: 0 }),
     /** Relative-distance tolerance between honest results; 0 means calibrated default. */
     tolerance: Type.Number({ minimum: 0, maximum: 1, default: 0 }),
   },
-  { additionalProperties: false },
+  { additionalProperties: false, default: {} },
 );
 export type Verification = Static<typeof Verification>;
 

@@ -1,0 +1,594 @@
+import { randomBytes, randomUUID } from 'node:crypto';
+import { EventEmitter } from 'node:events';
+import * as tf from '@tensorflow/tfjs';
+import type { JobSpec } from '../../shared/protocol/job-spec.js';
+import type { LeaseMsg, ResultHeader } from '../../shared/protocol/messages.js';
+import { sha256Hex } from '../../shared/hash.js';
+import { deriveDataSeed } from '../../shared/train/assign.js';
+import { evaluateModel } from '../../shared/train/evaluate.js';
+import { outerStep } from '../../shared/train/outer-optimizer.js';
+import type { WeightSet } from '../../shared/train/types.js';
+import { allFinite, decodeWeights, sameShapes, weightsFromModel } from '../../shared/train/weights-format.js';
+import { aggregateDeltas } from '../../shared/verify/aggregate.js';
+import type { BlobStore } from '../store/blobs.js';
+import type { DatasetRepo } from '../store/datasets.js';
+import type { Db, Queryable } from '../store/db.js';
+import { checkpointEvery, getJobRow, type JobRow, newJobId } from './job-repo.js';
+import { WeightCache } from './round-weights.js';
+
+/** Who is asking: a connected worker and the account it proved. */
+export interface WorkerIdentity {
+  workerId: string;
+  account: string;
+}
+
+export type SubmitOutcome = { ok: true; resultId: string } | { ok: false; code: string; reason: string };
+
+interface LeaseRow {
+  id: string;
+  token: string;
+  job_id: string;
+  round: number;
+  idx: number;
+  worker_id: string | null;
+  account: string;
+  status: string;
+  attached: boolean;
+  deadline: number;
+}
+
+/** A claimed aggregation is retaken by someone else after this long (its claimant is presumed dead). */
+const AGGREGATION_CLAIM_MS = 120_000;
+
+/**
+ * Rounds of work units, leases and results. All state lives in the store, so any replica can serve any worker and a
+ * restarted coordinator resumes where it stopped. Events tell the gateway when to push work or revoke a lease.
+ *
+ * Events: 'work' (units became leasable), 'revoke' ({leaseId, workerId, reason}), 'round' ({jobId, round}),
+ * 'job' ({jobId, status}).
+ */
+export class Scheduler extends EventEmitter {
+  readonly weights: WeightCache;
+
+  constructor(
+    private readonly db: Db,
+    private readonly blobs: BlobStore,
+    private readonly datasets: DatasetRepo,
+    private readonly log: (msg: string, extra?: object) => void = () => {},
+  ) {
+    super();
+    this.weights = new WeightCache(blobs);
+  }
+
+  private inflight = new Set<Promise<unknown>>();
+
+  /** Background work (round aggregation) is tracked so shutdown can wait for it instead of cutting it off. */
+  private track(p: Promise<unknown>): void {
+    this.inflight.add(p);
+    void p.finally(() => this.inflight.delete(p));
+  }
+
+  async drain(): Promise<void> {
+    while (this.inflight.size > 0) await Promise.allSettled([...this.inflight]);
+  }
+
+  // ---- jobs -------------------------------------------------------------------------------------------------
+
+  /** Creates a job from a validated spec and an allow-listed model. Initial weights come from the spec or tfjs. */
+  async createJob(spec: JobSpec, model: object, datasetId: string, owner: string | null = null): Promise<JobRow> {
+    const modelBytes = new TextEncoder().encode(JSON.stringify(model));
+    const modelHash = await this.blobs.put(modelBytes);
+    const built = await tf.models.modelFromJSON(model as Parameters<typeof tf.models.modelFromJSON>[0]);
+    let weights: WeightSet;
+    try {
+      weights = weightsFromModel(built);
+    } finally {
+      built.dispose();
+    }
+    if (spec.initialWeights) {
+      const given = await this.weights.get(spec.initialWeights).catch(() => null);
+      if (!given) throw new SchedulerError(404, '/initialWeights', 'no weights blob with that id');
+      if (!sameShapes(given, weights)) {
+        throw new SchedulerError(400, '/initialWeights', 'weights do not match the model: shapes differ');
+      }
+      weights = given;
+    }
+    const weightsHash = await this.weights.put(weights);
+    const id = newJobId();
+    const row = await this.db.tx(async (q) => {
+      await q.query(
+        `INSERT INTO jobs (id, owner, name, spec, status, round, rounds, model_hash, dataset_id, weights_hash)
+         VALUES ($1, $2, $3, $4, 'queued', 0, $5, $6, $7, $8)`,
+        [id, owner, spec.name, JSON.stringify(spec), spec.rounds, modelHash, datasetId, weightsHash],
+      );
+      await this.insertRoundUnits(q, id, spec, 0);
+      return (await getJobRow(q, id)) as JobRow;
+    });
+    this.emit('work');
+    return row;
+  }
+
+  async cancelJob(id: string): Promise<JobRow | null> {
+    const revoked = await this.db.tx(async (q) => {
+      const { rows } = await q.query<JobRow>(
+        `UPDATE jobs SET status = 'cancelled', updated_at = now()
+         WHERE id = $1 AND status IN ('queued', 'running') RETURNING *`,
+        [id],
+      );
+      if (rows.length === 0) return null;
+      return (
+        await q.query<{ id: string; worker_id: string | null }>(
+          `UPDATE leases SET status = 'revoked', ended_at = $2, end_reason = 'job cancelled'
+           WHERE job_id = $1 AND status = 'active' RETURNING id, worker_id`,
+          [id, Date.now()],
+        )
+      ).rows;
+    });
+    for (const l of revoked ?? []) this.emit('revoke', { leaseId: l.id, workerId: l.worker_id, reason: 'job cancelled' });
+    if (revoked) this.emit('job', { jobId: id, status: 'cancelled' });
+    return getJobRow(this.db, id);
+  }
+
+  private async insertRoundUnits(q: Queryable, jobId: string, spec: JobSpec, round: number): Promise<void> {
+    const values: string[] = [];
+    const params: unknown[] = [jobId, round];
+    for (let i = 0; i < spec.unitsPerRound; i++) {
+      params.push(i, deriveDataSeed(spec.seed, round, i));
+      values.push(`($1, $2, $${params.length - 1}, $${params.length})`);
+    }
+    await q.query(
+      `INSERT INTO units (job_id, round, idx, data_seed) VALUES ${values.join(', ')} ON CONFLICT DO NOTHING`,
+      params,
+    );
+  }
+
+  // ---- leases -----------------------------------------------------------------------------------------------
+
+  /** Leases the oldest pending unit of any active job to this worker, or returns null when there is none. */
+  async lease(who: WorkerIdentity): Promise<LeaseMsg | null> {
+    const now = Date.now();
+    const out = await this.db.tx(async (q) => {
+      const { rows } = await q.query<{
+        job_id: string;
+        round: number;
+        idx: number;
+        data_seed: number;
+        spec: JobSpec;
+        model_hash: string;
+        weights_hash: string;
+        dataset_id: string;
+        status: string;
+      }>(
+        `SELECT u.job_id, u.round, u.idx, u.data_seed, j.spec, j.model_hash, j.weights_hash, j.dataset_id, j.status
+         FROM units u JOIN jobs j ON j.id = u.job_id AND j.round = u.round
+         WHERE u.status = 'pending' AND j.status IN ('queued', 'running')
+           AND NOT EXISTS (SELECT 1 FROM leases l WHERE l.job_id = u.job_id AND l.round = u.round AND l.idx = u.idx
+                           AND l.status = 'active' AND l.account = $1)
+         ORDER BY j.created_at, u.round, u.idx
+         LIMIT 1 FOR UPDATE OF u SKIP LOCKED`,
+        [who.account],
+      );
+      const u = rows[0];
+      if (!u) return null;
+      const leaseId = `lease_${randomUUID().replaceAll('-', '')}`;
+      const token = randomBytes(24).toString('hex');
+      const deadline = now + u.spec.unitDeadlineMs;
+      await q.query(`UPDATE units SET status = 'leased', attempts = attempts + 1 WHERE job_id = $1 AND round = $2 AND idx = $3`, [
+        u.job_id,
+        u.round,
+        u.idx,
+      ]);
+      await q.query(
+        `INSERT INTO leases (id, token, job_id, round, idx, worker_id, account, status, deadline, created_at)
+         VALUES ($1, $2, $3, $4, $5, $6, $7, 'active', $8, $9)`,
+        [leaseId, token, u.job_id, u.round, u.idx, who.workerId, who.account, deadline, now],
+      );
+      if (u.status === 'queued') {
+        await q.query(`UPDATE jobs SET status = 'running', updated_at = now() WHERE id = $1 AND status = 'queued'`, [
+          u.job_id,
+        ]);
+      }
+      const msg: LeaseMsg = {
+        type: 'lease',
+        leaseId,
+        token,
+        deadline,
+        unit: {
+          jobName: u.spec.name,
+          modelHash: u.model_hash,
+          weightsHash: u.weights_hash,
+          datasetHash: u.dataset_id,
+          dataSeed: Number(u.data_seed),
+          steps: u.spec.localSteps,
+          batchSize: u.spec.batchSize,
+          checkpointEvery: checkpointEvery(u.spec),
+          optimizer: u.spec.optimizer,
+          loss: u.spec.loss,
+        },
+      };
+      return msg;
+    });
+    return out;
+  }
+
+  /**
+   * A reconnecting worker asks to keep leases it still holds. Kept when the token matches, the account is the same,
+   * the lease is unexpired and its unit is not settled; the unit stops being offered to others.
+   */
+  async resume(who: WorkerIdentity, leaseId: string, token: string): Promise<boolean> {
+    return this.db.tx(async (q) => {
+      const { rows } = await q.query<LeaseRow>(`SELECT * FROM leases WHERE id = $1 FOR UPDATE`, [leaseId]);
+      const l = rows[0];
+      if (!l || l.token !== token || l.account !== who.account || l.status !== 'active') return false;
+      if (Number(l.deadline) < Date.now()) return false;
+      await q.query(`UPDATE leases SET worker_id = $2, attached = true WHERE id = $1`, [leaseId, who.workerId]);
+      await q.query(
+        `UPDATE units SET status = 'leased' WHERE job_id = $1 AND round = $2 AND idx = $3 AND status = 'pending'`,
+        [l.job_id, l.round, l.idx],
+      );
+      return true;
+    });
+  }
+
+  /** A worker gives a lease back (Stop): the unit is leasable again at once. */
+  async release(who: WorkerIdentity, leaseId: string): Promise<boolean> {
+    const done = await this.endLease(leaseId, 'released', 'released by worker', who.account);
+    if (done) this.emit('work');
+    return done;
+  }
+
+  /** A worker's connection dropped: its leases stay valid for a resume, but their units go back on offer. */
+  async detachWorker(workerId: string): Promise<void> {
+    const changed = await this.db.tx(async (q) => {
+      const { rows } = await q.query<LeaseRow>(
+        `UPDATE leases SET attached = false WHERE worker_id = $1 AND status = 'active' AND attached RETURNING *`,
+        [workerId],
+      );
+      for (const l of rows) await this.reofferUnit(q, l.job_id, l.round, l.idx);
+      await q.query('UPDATE workers SET disconnected_at = $2 WHERE id = $1', [workerId, Date.now()]);
+      return rows.length;
+    });
+    if (changed > 0) this.emit('work');
+  }
+
+  async progress(who: WorkerIdentity, leaseId: string, step: number): Promise<void> {
+    await this.db.query(
+      `UPDATE leases SET progress_step = GREATEST(progress_step, $3) WHERE id = $1 AND account = $2 AND status = 'active'`,
+      [leaseId, who.account, step],
+    );
+  }
+
+  /** Ends an active lease; its unit becomes pending again unless another live lease covers it. */
+  private async endLease(leaseId: string, status: string, reason: string, account?: string): Promise<boolean> {
+    return this.db.tx(async (q) => {
+      const { rows } = await q.query<LeaseRow>(
+        `UPDATE leases SET status = $2, ended_at = $3, end_reason = $4
+         WHERE id = $1 AND status = 'active' ${account ? 'AND account = $5' : ''} RETURNING *`,
+        account ? [leaseId, status, Date.now(), reason, account] : [leaseId, status, Date.now(), reason],
+      );
+      const l = rows[0];
+      if (!l) return false;
+      await this.reofferUnit(q, l.job_id, l.round, l.idx);
+      return true;
+    });
+  }
+
+  /** Puts a leased unit back on offer when no attached, active lease still covers it. */
+  private async reofferUnit(q: Queryable, jobId: string, round: number, idx: number): Promise<void> {
+    await q.query(
+      `UPDATE units SET status = 'pending'
+       WHERE job_id = $1 AND round = $2 AND idx = $3 AND status = 'leased'
+         AND NOT EXISTS (SELECT 1 FROM leases l WHERE l.job_id = $1 AND l.round = $2 AND l.idx = $3
+                         AND l.status = 'active' AND l.attached)`,
+      [jobId, round, idx],
+    );
+  }
+
+  // ---- results ----------------------------------------------------------------------------------------------
+
+  /**
+   * Checks a result and, when it passes, counts it exactly once. The unique index on (job, round, unit) for accepted
+   * results is the final guard: two valid results racing for one unit cannot both count.
+   */
+  async submitResult(who: WorkerIdentity, header: ResultHeader, payload: Uint8Array): Promise<SubmitOutcome> {
+    const lease = (await this.db.query<LeaseRow>('SELECT * FROM leases WHERE id = $1', [header.leaseId])).rows[0];
+    if (!lease) return reject('unknown_lease', 'no such lease');
+    if (lease.token !== header.token) return reject('bad_token', 'the lease token does not match');
+    if (lease.account !== who.account) return reject('not_your_lease', 'this lease was issued to another account');
+    if (lease.status === 'completed') return reject('duplicate', 'a result for this lease was already accepted');
+    if (lease.status === 'rejected') return reject('lease_closed', 'a result for this lease was already rejected');
+    if (lease.status === 'released' || lease.status === 'revoked') {
+      return reject('lease_ended', `the lease was ${lease.status}`);
+    }
+    const job = await getJobRow(this.db, lease.job_id);
+    if (!job || job.status !== 'running') return reject('job_not_running', `the job is ${job?.status ?? 'gone'}`);
+    if (job.round !== lease.round) return reject('unit_already_completed', 'the round of this unit is over');
+    const unit = (
+      await this.db.query<{ status: string }>('SELECT status FROM units WHERE job_id = $1 AND round = $2 AND idx = $3', [
+        lease.job_id,
+        lease.round,
+        lease.idx,
+      ])
+    ).rows[0];
+    if (unit?.status === 'done') return reject('unit_already_completed', 'another result for this unit was accepted');
+
+    const problem = await this.cheapChecks(job, header, payload);
+    if (problem) {
+      await this.recordRejection(lease, header, problem.code, problem.reason);
+      return reject(problem.code, problem.reason);
+    }
+
+    const resultId = `res_${randomUUID().replaceAll('-', '')}`;
+    await this.blobs.put(payload);
+    let revoked: { id: string; worker_id: string | null }[] = [];
+    try {
+      revoked = await this.db.tx(async (q) => {
+        const u = await q.query(
+          `UPDATE units SET status = 'done', result_id = $4
+           WHERE job_id = $1 AND round = $2 AND idx = $3 AND status <> 'done'`,
+          [lease.job_id, lease.round, lease.idx, resultId],
+        );
+        if (u.rowCount === 0) throw new UnitSettled();
+        const l = await q.query(
+          `UPDATE leases SET status = 'completed', ended_at = $2, end_reason = 'result accepted'
+           WHERE id = $1 AND status IN ('active', 'expired')`,
+          [lease.id, Date.now()],
+        );
+        if (l.rowCount === 0) throw new UnitSettled();
+        await this.insertResult(q, resultId, lease, header, 'accepted', null);
+        return (
+          await q.query<{ id: string; worker_id: string | null }>(
+            `UPDATE leases SET status = 'revoked', ended_at = $4, end_reason = 'unit completed by another worker'
+             WHERE job_id = $1 AND round = $2 AND idx = $3 AND status = 'active' RETURNING id, worker_id`,
+            [lease.job_id, lease.round, lease.idx, Date.now()],
+          )
+        ).rows;
+      });
+    } catch (err) {
+      if (err instanceof UnitSettled || isUniqueViolation(err)) {
+        return reject('unit_already_completed', 'another result for this unit was accepted');
+      }
+      throw err;
+    }
+    for (const l of revoked) {
+      this.emit('revoke', { leaseId: l.id, workerId: l.worker_id, reason: 'unit completed by another worker' });
+    }
+    this.track(
+      this.maybeCompleteRound(job.id, lease.round).catch((err) =>
+        this.log('round aggregation failed', { jobId: job.id, err: String(err) }),
+      ),
+    );
+    return { ok: true, resultId };
+  }
+
+  /** Parse, shape, finiteness, hash and commitment checks: cheap enough to run on every result. */
+  private async cheapChecks(
+    job: JobRow,
+    header: ResultHeader,
+    payload: Uint8Array,
+  ): Promise<{ code: string; reason: string } | null> {
+    if (sha256Hex(payload) !== header.deltaHash) {
+      return { code: 'hash_mismatch', reason: 'the delta bytes do not hash to deltaHash' };
+    }
+    let delta: WeightSet;
+    try {
+      delta = decodeWeights(payload);
+    } catch (err) {
+      return { code: 'malformed_delta', reason: `the delta does not parse: ${(err as Error).message}` };
+    }
+    const start = await this.weights.get(job.weights_hash);
+    if (!sameShapes(delta, start)) {
+      return { code: 'wrong_shape', reason: 'the delta does not have the shapes of the model weights' };
+    }
+    if (!allFinite(delta)) return { code: 'non_finite', reason: 'the delta contains NaN or Infinity' };
+    const steps = job.spec.localSteps;
+    const expected = Math.ceil(steps / checkpointEvery(job.spec));
+    if (header.checkpoints.length !== expected) {
+      return {
+        code: 'bad_commitments',
+        reason: `expected ${expected} checkpoint hashes, got ${header.checkpoints.length}`,
+      };
+    }
+    if (header.losses.length !== steps) {
+      return { code: 'bad_losses', reason: `expected ${steps} per-step losses, got ${header.losses.length}` };
+    }
+    if (!header.losses.every(Number.isFinite)) return { code: 'non_finite', reason: 'a reported loss is not finite' };
+    return null;
+  }
+
+  private async recordRejection(lease: LeaseRow, header: ResultHeader, code: string, reason: string): Promise<void> {
+    await this.db.tx(async (q) => {
+      const l = await q.query(
+        `UPDATE leases SET status = 'rejected', ended_at = $2, end_reason = $3 WHERE id = $1 AND status IN ('active', 'expired')`,
+        [lease.id, Date.now(), `${code}: ${reason}`],
+      );
+      if (l.rowCount === 0) return;
+      await this.insertResult(q, `res_${randomUUID().replaceAll('-', '')}`, lease, header, 'rejected', `${code}: ${reason}`);
+      await this.reofferUnit(q, lease.job_id, lease.round, lease.idx);
+    });
+    this.emit('work');
+  }
+
+  private async insertResult(
+    q: Queryable,
+    id: string,
+    lease: LeaseRow,
+    h: ResultHeader,
+    status: 'accepted' | 'rejected',
+    reason: string | null,
+  ): Promise<void> {
+    await q.query(
+      `INSERT INTO results (id, lease_id, job_id, round, idx, account, status, reason, delta_hash, final_hash,
+                            checkpoints, losses, examples, flops, backend, created_at)
+       VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, $16)`,
+      [
+        id,
+        lease.id,
+        lease.job_id,
+        lease.round,
+        lease.idx,
+        lease.account,
+        status,
+        reason,
+        h.deltaHash,
+        h.finalHash,
+        JSON.stringify(h.checkpoints),
+        JSON.stringify(h.losses),
+        h.examples,
+        h.flops,
+        h.backend,
+        Date.now(),
+      ],
+    );
+  }
+
+  // ---- rounds -----------------------------------------------------------------------------------------------
+
+  /**
+   * When every unit of the round has an accepted result: aggregate the deltas, apply the outer optimizer, evaluate on
+   * the held-out split and open the next round (or finish). A claim on the job row makes exactly one replica do it;
+   * the final update is conditional on the round, so a retaken claim can never apply a round twice.
+   */
+  async maybeCompleteRound(jobId: string, round: number): Promise<boolean> {
+    const now = Date.now();
+    const { rows } = await this.db.query<JobRow>(
+      `UPDATE jobs SET agg_claimed_at = $3
+       WHERE id = $1 AND round = $2 AND status = 'running'
+         AND (agg_claimed_at IS NULL OR agg_claimed_at < $4)
+         AND (SELECT count(*) FROM units WHERE job_id = $1 AND round = $2 AND status = 'done')
+             >= (spec->>'unitsPerRound')::int
+       RETURNING *`,
+      [jobId, round, now, now - AGGREGATION_CLAIM_MS],
+    );
+    const job = rows[0];
+    if (!job) return false;
+    try {
+      await this.completeRound(job);
+      return true;
+    } catch (err) {
+      await this.db.query('UPDATE jobs SET agg_claimed_at = NULL WHERE id = $1 AND round = $2', [jobId, round]);
+      throw err;
+    }
+  }
+
+  private async completeRound(job: JobRow): Promise<void> {
+    const spec = job.spec;
+    const results = (
+      await this.db.query<{ delta_hash: string; examples: number }>(
+        `SELECT delta_hash, examples FROM results WHERE job_id = $1 AND round = $2 AND status = 'accepted' ORDER BY idx`,
+        [job.id, job.round],
+      )
+    ).rows;
+    const deltas = await Promise.all(results.map((r) => this.weights.get(r.delta_hash)));
+    const mean = aggregateDeltas(deltas, spec.aggregation);
+    const params = await this.weights.get(job.weights_hash);
+    const momentum = job.momentum_hash ? await this.weights.get(job.momentum_hash) : null;
+    const next = outerStep(params, mean, momentum, spec.outer);
+    const [weightsHash, momentumHash] = await Promise.all([this.weights.put(next.params), this.weights.put(next.momentum)]);
+
+    const model = await this.loadModelJson(job.model_hash);
+    const dataset = await this.datasets.load(job.dataset_id);
+    const evalResult = await evaluateModel(model, next.params, dataset, { loss: spec.loss });
+    const examples = results.reduce((s, r) => s + r.examples, 0);
+    const nextRound = job.round + 1;
+    const reachedTarget = spec.targetAccuracy !== undefined && evalResult.accuracy >= spec.targetAccuracy;
+    const finished = nextRound >= job.rounds || reachedTarget;
+
+    const applied = await this.db.tx(async (q) => {
+      const upd = await q.query(
+        `UPDATE jobs SET round = $3, weights_hash = $4, momentum_hash = $5, agg_claimed_at = NULL,
+                status = $6, updated_at = now()
+         WHERE id = $1 AND round = $2 AND status = 'running'`,
+        [job.id, job.round, nextRound, weightsHash, momentumHash, finished ? 'completed' : 'running'],
+      );
+      if (upd.rowCount === 0) return false;
+      await q.query(
+        `INSERT INTO round_metrics (job_id, round, loss, accuracy, examples, units) VALUES ($1, $2, $3, $4, $5, $6)
+         ON CONFLICT DO NOTHING`,
+        [job.id, nextRound, evalResult.loss, evalResult.accuracy, examples, results.length],
+      );
+      if (!finished) await this.insertRoundUnits(q, job.id, spec, nextRound);
+      return true;
+    });
+    if (!applied) return;
+    this.log('round complete', {
+      jobId: job.id,
+      round: nextRound,
+      loss: evalResult.loss,
+      accuracy: evalResult.accuracy,
+    });
+    this.emit('round', { jobId: job.id, round: nextRound, accuracy: evalResult.accuracy, loss: evalResult.loss });
+    if (finished) this.emit('job', { jobId: job.id, status: 'completed' });
+    else this.emit('work');
+  }
+
+  private modelCache = new Map<string, object>();
+
+  async loadModelJson(hash: string): Promise<object> {
+    const hit = this.modelCache.get(hash);
+    if (hit) return hit;
+    const bytes = await this.blobs.get(hash);
+    if (!bytes) throw new Error(`model blob ${hash} is missing`);
+    const model = JSON.parse(new TextDecoder().decode(bytes)) as object;
+    this.modelCache.set(hash, model);
+    return model;
+  }
+
+  // ---- housekeeping -----------------------------------------------------------------------------------------
+
+  /**
+   * Expires leases past their deadline, detaches leases of workers that stopped heartbeating (a replica that
+   * died), and finishes rounds whose aggregation was interrupted (a coordinator restart).
+   */
+  async sweep(staleWorkerMs = 30_000): Promise<void> {
+    const now = Date.now();
+    const expired = await this.db.tx(async (q) => {
+      const { rows } = await q.query<LeaseRow>(
+        `UPDATE leases SET status = 'expired', ended_at = $1, end_reason = 'deadline passed'
+         WHERE status = 'active' AND deadline < $1 RETURNING *`,
+        [now],
+      );
+      const stale = await q.query<LeaseRow>(
+        `UPDATE leases SET attached = false
+         WHERE status = 'active' AND attached AND worker_id IN
+           (SELECT id FROM workers WHERE disconnected_at IS NOT NULL OR last_seen < $1)
+         RETURNING *`,
+        [now - staleWorkerMs],
+      );
+      for (const l of [...rows, ...stale.rows]) await this.reofferUnit(q, l.job_id, l.round, l.idx);
+      return rows;
+    });
+    for (const l of expired) {
+      this.emit('revoke', { leaseId: l.id, workerId: l.worker_id, reason: 'deadline passed' });
+    }
+    if (expired.length > 0) this.emit('work');
+    const stuck = await this.db.query<{ id: string; round: number }>(
+      `SELECT j.id, j.round FROM jobs j WHERE j.status = 'running'
+         AND (j.agg_claimed_at IS NULL OR j.agg_claimed_at < $1)
+         AND (SELECT count(*) FROM units u WHERE u.job_id = j.id AND u.round = j.round AND u.status = 'done')
+             >= (j.spec->>'unitsPerRound')::int`,
+      [now - AGGREGATION_CLAIM_MS],
+    );
+    for (const j of stuck.rows) await this.maybeCompleteRound(j.id, j.round);
+  }
+}
+
+export class SchedulerError extends Error {
+  constructor(
+    readonly statusCode: number,
+    readonly field: string | undefined,
+    message: string,
+  ) {
+    super(message);
+  }
+}
+
+class UnitSettled extends Error {}
+
+function reject(code: string, reason: string): SubmitOutcome {
+  return { ok: false, code, reason };
+}
+
+function isUniqueViolation(err: unknown): boolean {
+  return typeof err === 'object' && err !== null && (err as { code?: string }).code === '23505';
+}

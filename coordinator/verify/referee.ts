@@ -1,0 +1,53 @@
+import { trainUnit } from '../../shared/train/train-unit.js';
+import type { Dataset, TrainUnitSpec, WeightSet } from '../../shared/train/types.js';
+import type { Referee, SegmentRequest, SegmentResult } from './ruling.js';
+
+/**
+ * The referee recomputes ONE segment of a unit on the coordinator, from a state both parties agree on, and rules
+ * whose end state it reproduces. It never recomputes the whole unit: that is what bisection is for.
+ */
+
+/** Everything needed to re-run any part of one unit: the same inputs the workers got. */
+export interface UnitInputs {
+  model: object;
+  spec: TrainUnitSpec;
+  startWeights: WeightSet;
+  dataset: Dataset;
+  indices: Int32Array;
+}
+
+/**
+ * A Referee over trainUnit for one unit. It counts every step it runs (`stepsRun`) so callers can prove that a
+ * dispute cost one segment and not a whole unit.
+ */
+export class TrainUnitReferee implements Referee {
+  stepsRun = 0;
+  segments = 0;
+
+  constructor(private readonly unit: UnitInputs) {}
+
+  async recomputeSegment(req: SegmentRequest): Promise<SegmentResult> {
+    const { spec } = this.unit;
+    if (!(req.fromStep >= 0 && req.toStep > req.fromStep && req.toStep <= spec.steps)) {
+      throw new Error(`bad segment [${req.fromStep}, ${req.toStep}) for a unit of ${spec.steps} steps`);
+    }
+    const t0 = performance.now();
+    let steps = 0;
+    const out = await trainUnit({
+      ...this.unit,
+      ...(req.fromState ? { fromStep: req.fromStep, fromState: req.fromState } : { fromStep: req.fromStep }),
+      toStep: req.toStep,
+      keepCheckpointStates: true,
+      onStep: () => {
+        steps++;
+      },
+    });
+    this.stepsRun += steps;
+    this.segments++;
+    const states = out.checkpointStates;
+    if (!states || states.length === 0) throw new Error('trainUnit returned no checkpoint state for the segment');
+    return { state: states[states.length - 1], steps, ms: performance.now() - t0 };
+  }
+}
+
+export { type Referee, type Ruling, ruleOnSegment, type SegmentRequest, type SegmentResult } from './ruling.js';

@@ -1,0 +1,219 @@
+import { randomUUID } from 'node:crypto';
+import websocket from '@fastify/websocket';
+import { TypeCompiler } from '@sinclair/typebox/compiler';
+import type { FastifyInstance } from 'fastify';
+import fp from 'fastify-plugin';
+import type { WebSocket } from 'ws';
+import {
+  ClientMessage,
+  CloseCode,
+  type HelloMsg,
+  PROTOCOL_VERSION,
+  ResultHeader,
+  type ServerMessage,
+} from '../../shared/protocol/messages.js';
+import { decodeResultEnvelope } from '../../shared/protocol/result-envelope.js';
+import type { Db } from '../store/db.js';
+import type { Scheduler, WorkerIdentity } from '../scheduler/scheduler.js';
+
+const checkClientMessage = TypeCompiler.Compile(ClientMessage);
+const checkResultHeader = TypeCompiler.Compile(ResultHeader);
+
+/** Verifies a hello's proof of account ownership; the accounts layer plugs in here. Returns an error or null. */
+export type HelloAuthenticator = (hello: HelloMsg, remoteAddress: string) => Promise<{ account: string } | { error: string }>;
+
+export interface GatewayOptions {
+  scheduler: Scheduler;
+  db: Db;
+  replicaId: string;
+  idleRetryMs: number;
+  maxPayloadBytes: number;
+  authenticate?: HelloAuthenticator;
+  /** How long a socket may stay silent before hello, ms. */
+  helloTimeoutMs?: number;
+}
+
+interface Connection {
+  socket: WebSocket;
+  who: WorkerIdentity | null;
+  remoteAddress: string;
+  /** Waiting for work: gets a lease pushed as soon as one appears. */
+  idle: boolean;
+  leasing: boolean;
+}
+
+/**
+ * The worker gateway: one WebSocket per worker at /api/v1/worker. Text frames are JSON control messages, each
+ * schema-checked; a frame that fails closes only that connection (4400). Results arrive as one binary envelope.
+ */
+async function gateway(app: FastifyInstance, opts: GatewayOptions): Promise<void> {
+  const { scheduler, db } = opts;
+  const connections = new Map<string, Connection>();
+
+  await app.register(websocket, { options: { maxPayload: opts.maxPayloadBytes } });
+
+  const send = (c: Connection, msg: ServerMessage) => {
+    if (c.socket.readyState === c.socket.OPEN) c.socket.send(JSON.stringify(msg));
+  };
+
+  const offerWork = async (c: Connection) => {
+    if (!c.who || c.leasing) return;
+    c.leasing = true;
+    try {
+      const lease = await scheduler.lease(c.who);
+      if (lease) {
+        c.idle = false;
+        send(c, lease);
+      } else {
+        c.idle = true;
+        send(c, { type: 'idle', retryMs: opts.idleRetryMs });
+      }
+    } finally {
+      c.leasing = false;
+    }
+  };
+
+  const onWork = () => {
+    for (const c of connections.values()) {
+      if (c.idle) void offerWork(c).catch((err) => app.log.error({ err }, 'offer work failed'));
+    }
+  };
+  const onRevoke = (e: { leaseId: string; workerId: string | null; reason: string }) => {
+    const c = e.workerId ? connections.get(e.workerId) : undefined;
+    if (c) send(c, { type: 'revoke', leaseId: e.leaseId, reason: e.reason });
+  };
+  scheduler.on('work', onWork);
+  scheduler.on('revoke', onRevoke);
+
+  // Heartbeat: replicas detach leases of workers whose last_seen goes stale.
+  const heartbeat = setInterval(() => {
+    const ids = [...connections.values()].filter((c) => c.who).map((c) => c.who!.workerId);
+    if (ids.length === 0) return;
+    db.query('UPDATE workers SET last_seen = $1 WHERE id = ANY($2)', [Date.now(), ids]).catch(() => {});
+  }, 10_000);
+  heartbeat.unref();
+
+  app.addHook('onClose', async () => {
+    clearInterval(heartbeat);
+    scheduler.off('work', onWork);
+    scheduler.off('revoke', onRevoke);
+    for (const c of connections.values()) c.socket.close(CloseCode.GoingAway, 'coordinator shutting down');
+  });
+
+  app.get('/api/v1/worker', { websocket: true }, (socket, req) => {
+    const workerId = `w_${randomUUID().replaceAll('-', '').slice(0, 16)}`;
+    const c: Connection = { socket, who: null, remoteAddress: req.ip, idle: false, leasing: false };
+    // Messages are handled strictly in order, so a result never overtakes the hello before it.
+    let chain = Promise.resolve();
+    const helloTimer = setTimeout(() => {
+      if (!c.who) socket.close(CloseCode.Unauthorized, 'no hello');
+    }, opts.helloTimeoutMs ?? 10_000);
+
+    const fail = (code: number, errCode: string, message: string) => {
+      send(c, { type: 'error', code: errCode, message });
+      socket.close(code, message.slice(0, 120));
+    };
+
+    socket.on('message', (data: Buffer, isBinary: boolean) => {
+      chain = chain
+        .then(() => (isBinary ? onBinary(new Uint8Array(data)) : onText(data.toString('utf8'))))
+        .catch((err) => {
+          app.log.error({ err, workerId }, 'worker message failed');
+          fail(1011, 'internal', 'internal error');
+        });
+    });
+
+    socket.on('close', () => {
+      clearTimeout(helloTimer);
+      connections.delete(workerId);
+      if (c.who) {
+        chain = chain.then(() =>
+          scheduler.detachWorker(workerId).catch((err) => app.log.error({ err }, 'detach failed')),
+        );
+      }
+    });
+
+    const onText = async (text: string) => {
+      let raw: unknown;
+      try {
+        raw = JSON.parse(text);
+      } catch {
+        return fail(CloseCode.BadMessage, 'bad_message', 'frame is not JSON');
+      }
+      if (!checkClientMessage.Check(raw)) {
+        const first = checkClientMessage.Errors(raw).First();
+        return fail(CloseCode.BadMessage, 'bad_message', `message breaks the schema at ${first?.path || '/'}: ${first?.message}`);
+      }
+      const msg = raw as ClientMessage;
+      if (msg.type === 'hello') return onHello(msg);
+      if (!c.who) return fail(CloseCode.Unauthorized, 'no_hello', 'send hello first');
+      switch (msg.type) {
+        case 'request':
+          return offerWork(c);
+        case 'progress':
+          return scheduler.progress(c.who, msg.leaseId, msg.step);
+        case 'release':
+          await scheduler.release(c.who, msg.leaseId);
+          return;
+      }
+    };
+
+    const onHello = async (hello: HelloMsg) => {
+      if (c.who) return fail(CloseCode.BadMessage, 'bad_message', 'hello sent twice');
+      if (hello.protocol !== PROTOCOL_VERSION) {
+        return fail(CloseCode.BadVersion, 'bad_version', `protocol ${hello.protocol} unsupported; use ${PROTOCOL_VERSION}`);
+      }
+      let account = hello.account;
+      if (opts.authenticate) {
+        const r = await opts.authenticate(hello, c.remoteAddress);
+        if ('error' in r) return fail(CloseCode.Unauthorized, 'unauthorized', r.error);
+        account = r.account;
+      }
+      clearTimeout(helloTimer);
+      c.who = { workerId, account };
+      connections.set(workerId, c);
+      const now = Date.now();
+      await db.query(
+        `INSERT INTO workers (id, account, backend, adapter, replica, connected_at, last_seen)
+         VALUES ($1, $2, $3, $4, $5, $6, $6)`,
+        [workerId, account, hello.backend, hello.capabilities.adapter ?? null, opts.replicaId, now],
+      );
+      const resumed: string[] = [];
+      for (const r of hello.resume ?? []) {
+        if (await scheduler.resume(c.who, r.leaseId, r.token)) resumed.push(r.leaseId);
+      }
+      send(c, { type: 'welcome', protocol: PROTOCOL_VERSION, workerId, account, resumed });
+    };
+
+    const onBinary = async (bytes: Uint8Array) => {
+      if (!c.who) return fail(CloseCode.Unauthorized, 'no_hello', 'send hello first');
+      let env: ReturnType<typeof decodeResultEnvelope>;
+      try {
+        env = decodeResultEnvelope(bytes);
+      } catch (err) {
+        return fail(CloseCode.BadMessage, 'bad_message', `result envelope: ${(err as Error).message}`);
+      }
+      if (!checkResultHeader.Check(env.header)) {
+        const first = checkResultHeader.Errors(env.header).First();
+        const leaseId = (env.header as { leaseId?: unknown })?.leaseId;
+        if (typeof leaseId === 'string') {
+          // The frame parsed, so the connection stays; the result is refused with the reason.
+          send(c, {
+            type: 'reject',
+            leaseId,
+            code: 'bad_header',
+            reason: `result header breaks the schema at ${first?.path || '/'}: ${first?.message}`,
+          });
+          return;
+        }
+        return fail(CloseCode.BadMessage, 'bad_message', 'result header has no leaseId');
+      }
+      const header = env.header as ResultHeader;
+      const out = await scheduler.submitResult(c.who, header, env.payload);
+      if (out.ok) send(c, { type: 'ack', leaseId: header.leaseId, resultHash: header.deltaHash });
+      else send(c, { type: 'reject', leaseId: header.leaseId, code: out.code, reason: out.reason });
+    };
+  });
+}
+
+export const workerGateway = fp(gateway, { name: 'worker-gateway' });

@@ -1,0 +1,35 @@
+import { sha256Hex } from '../hash.js';
+
+/** Where a worker gets content-addressed blobs (model JSON, weights, datasets). */
+export interface BlobSource {
+  get(hash: string): Promise<Uint8Array>;
+}
+
+/**
+ * Fetches /api/v1/blobs/:hash and refuses bytes that do not hash to the name: a tampering proxy or a broken
+ * download must never reach training. Keeps the most recent blobs in memory (datasets are reused by every unit).
+ */
+export function httpBlobSource(baseUrl: string, maxEntries = 8, fetchImpl: typeof fetch = fetch): BlobSource {
+  const cache = new Map<string, Promise<Uint8Array>>();
+  return {
+    get(hash) {
+      const hit = cache.get(hash);
+      if (hit) {
+        cache.delete(hash);
+        cache.set(hash, hit);
+        return hit;
+      }
+      const p = (async () => {
+        const res = await fetchImpl(`${baseUrl.replace(/\/$/, '')}/api/v1/blobs/${hash}`);
+        if (!res.ok) throw new Error(`blob ${hash.slice(0, 12)}: HTTP ${res.status}`);
+        const bytes = new Uint8Array(await res.arrayBuffer());
+        if (sha256Hex(bytes) !== hash) throw new Error(`blob ${hash.slice(0, 12)}: content does not match its hash`);
+        return bytes;
+      })();
+      p.catch(() => cache.delete(hash));
+      cache.set(hash, p);
+      while (cache.size > maxEntries) cache.delete(cache.keys().next().value as string);
+      return p;
+    },
+  };
+}
