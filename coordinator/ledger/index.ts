@@ -1,0 +1,20 @@
+/** The double-entry ledger: accounts, postings, job escrow, unit credits, vesting, forfeits, payout statements. */
+export * from './account-ids.js';
+export * from './errors.js';
+export type {
+  Balances,
+  Credit,
+  CreditRejectCode,
+  CreditStatus,
+  ForfeitInput,
+  ForfeitResult,
+  HistoryItem,
+  IntegrityReport,
+  PostingResult,
+  RefundResult,
+} from './ledger.js';
+export { type CreditOutcome, type CreditUnitInput, Ledger, type LedgerOptions } from './ledger.js';
+export { ledgerMigrations } from './migrations.js';
+export type { Posting } from './postings.js';
+export { MICRO_PER_CREDIT, unitPrice } from './price.js';
+export { issuePayoutStatement, listPayoutStatements, type PayoutSigner } from './statement.js';

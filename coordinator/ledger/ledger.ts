@@ -1,0 +1,755 @@
+import { type Address, InvalidAddressError, normalizeAddress } from '../../shared/identity/address.js';
+import type { Db, Queryable } from '../store/db.js';
+import {
+  type AccountKind,
+  type AccountRef,
+  escrowId,
+  ISSUANCE,
+  jobEscrow,
+  requesterAvailable,
+  TREASURY,
+  workerPending,
+  workerVested,
+} from './account-ids.js';
+import {
+  EventConflict,
+  InsufficientFunds,
+  InvalidArgument,
+  JobClosed,
+  JobOwnerMismatch,
+  LedgerError,
+  LedgerInvariantError,
+  UnknownJob,
+} from './errors.js';
+import {
+  applyPostings,
+  assertSameEvents,
+  checkAmount,
+  ENTRY_COLUMNS,
+  type EventRecord,
+  ensureAccounts,
+  insertEvents,
+  lockBalances,
+  type Posting,
+  type PostingLine,
+  postingsFor,
+  toPosting,
+  withRetry,
+} from './postings.js';
+
+/** What every posting operation returns: its event key, whether this call posted it, and the postings. */
+export interface PostingResult {
+  eventKey: string;
+  /** false when the event was already recorded: the call was a no-op and these are the first call's postings. */
+  created: boolean;
+  postings: Posting[];
+}
+
+export interface CreditUnitInput {
+  jobId: string;
+  resultId: string;
+  /** The address that proved itself on the worker socket. */
+  worker: string;
+  /** Integer micro-credits, usually unitPrice(flops, pricePerTflop). */
+  price: number;
+  /** Unix ms when the challenge window closes and the credit may vest. */
+  vestAt: number;
+}
+
+export type CreditStatus = 'pending' | 'vested' | 'forfeited';
+
+export interface Credit {
+  resultId: string;
+  jobId: string;
+  worker: Address;
+  amount: number;
+  vestAt: number;
+  status: CreditStatus;
+  creditedAt: number;
+  settledAt: number | null;
+  settleEvent: string | null;
+}
+
+export type CreditRejectCode = 'insufficient_funds' | 'unknown_job' | 'job_closed' | 'event_conflict';
+
+export type CreditOutcome =
+  | { status: 'credited' | 'duplicate'; resultId: string; eventKey: string; credit: Credit }
+  | { status: 'rejected'; resultId: string; code: CreditRejectCode; reason: string };
+
+export interface ForfeitInput {
+  worker: string;
+  /** Only this job's unvested credits; all of the worker's when omitted. */
+  jobId?: string;
+  reason: string;
+  eventKey: string;
+  /** Fraction of the forfeited amount kept by the treasury, 0..1. */
+  feeRate: number;
+}
+
+export interface ForfeitResult extends PostingResult {
+  forfeited: number;
+  amount: number;
+  fee: number;
+}
+
+export interface RefundResult extends PostingResult {
+  refunded: number;
+}
+
+export interface Balances {
+  address: Address;
+  available: number;
+  escrow: number;
+  pending: number;
+  vested: number;
+  escrowByJob: Record<string, number>;
+}
+
+export interface HistoryItem extends Posting {
+  eventKind: string;
+  jobId: string | null;
+  resultId: string | null;
+  memo: string | null;
+}
+
+export interface IntegrityReport {
+  ok: boolean;
+  entriesSum: number;
+  balancesSum: number;
+  /** Accounts whose stored balance differs from the sum of their postings. */
+  drift: { accountId: string; balance: number; postings: number }[];
+  negative: { accountId: string; balance: number }[];
+  /** Workers whose pending / vested balance differs from the sum of their pending / vested credits. */
+  creditDrift: { accountId: string; balance: number; credits: number }[];
+}
+
+export interface LedgerOptions {
+  /** Clock for created_at and credit timestamps (unix ms); tests pass their own. */
+  now?: () => number;
+}
+
+const CREDIT_COLUMNS = 'result_id, job_id, worker, amount, vest_at, status, credited_at, settled_at, settle_event';
+
+function toCredit(row: Record<string, unknown>): Credit {
+  return {
+    resultId: String(row.result_id),
+    jobId: String(row.job_id),
+    worker: row.worker as Address,
+    amount: Number(row.amount),
+    vestAt: Number(row.vest_at),
+    status: row.status as CreditStatus,
+    creditedAt: Number(row.credited_at),
+    settledAt: row.settled_at === null ? null : Number(row.settled_at),
+    settleEvent: (row.settle_event as string | null) ?? null,
+  };
+}
+
+function address(field: string, value: unknown): Address {
+  try {
+    return normalizeAddress(value);
+  } catch (err) {
+    if (err instanceof InvalidAddressError) throw new InvalidArgument(field, err.message);
+    throw err;
+  }
+}
+
+function text(field: string, value: unknown, max = 200): string {
+  if (typeof value !== 'string' || value.length === 0 || value.length > max) {
+    throw new InvalidArgument(field, `must be a non-empty string of at most ${max} characters`);
+  }
+  return value;
+}
+
+function timeMs(field: string, value: unknown): number {
+  if (typeof value !== 'number' || !Number.isSafeInteger(value) || value < 0) {
+    throw new InvalidArgument(field, 'must be a unix time in integer milliseconds');
+  }
+  return value;
+}
+
+/** floor(amount x rate) with the rate in parts per million, in BigInt so large amounts stay exact. */
+function feeOf(amount: number, feePpm: bigint): number {
+  return Number((BigInt(amount) * feePpm) / 1_000_000n);
+}
+
+/**
+ * The double-entry ledger. Every operation is one transaction, idempotent by its event key, and keeps every
+ * balance but the issuance account non-negative. Works the same on PGlite and PostgreSQL; on PostgreSQL it is safe
+ * under concurrent callers (row locks in a fixed order, unique event keys, retry on deadlock).
+ */
+export class Ledger {
+  private readonly now: () => number;
+
+  constructor(
+    private readonly db: Db,
+    opts: LedgerOptions = {},
+  ) {
+    this.now = opts.now ?? Date.now;
+  }
+
+  /** Faucet or admin deposit: mints `amount` from the issuance account into the requester's available balance. */
+  async deposit(addr: string, amount: number, eventKey: string, memo?: string): Promise<PostingResult> {
+    const who = address('address', addr);
+    checkAmount('amount', amount, { positive: true });
+    text('eventKey', eventKey);
+    const event: EventRecord = { eventKey, kind: 'deposit', fingerprint: JSON.stringify([who, amount]), memo };
+    return this.postOnce(event, async () => [
+      { account: ISSUANCE, amount: -amount },
+      { account: requesterAvailable(who), amount },
+    ]);
+  }
+
+  /**
+   * Moves `budget` from the requester's available balance into the job's escrow (opening the job in the ledger).
+   * Throws InsufficientFunds (HTTP 402) when the available balance is lower. A second escrow for the same job (a
+   * top-up) needs its own eventKey.
+   */
+  async escrowJob(
+    jobId: string,
+    requester: string,
+    budget: number,
+    opts: { eventKey?: string } = {},
+  ): Promise<PostingResult> {
+    text('jobId', jobId);
+    const who = address('requester', requester);
+    checkAmount('budget', budget);
+    const eventKey = opts.eventKey ?? `escrow:${jobId}`;
+    const event: EventRecord = { eventKey, kind: 'escrow', fingerprint: JSON.stringify([jobId, who, budget]), jobId };
+    return this.postOnce(event, async (q, now) => {
+      await q.query(
+        `INSERT INTO ledger_jobs (job_id, requester, status, created_at) VALUES ($1, $2, 'open', $3)
+         ON CONFLICT (job_id) DO NOTHING`,
+        [jobId, who, now],
+      );
+      const job = await q.query<{ requester: string; status: string }>(
+        'SELECT requester, status FROM ledger_jobs WHERE job_id = $1 FOR SHARE',
+        [jobId],
+      );
+      if (job.rows[0].requester !== who) throw new JobOwnerMismatch(jobId, job.rows[0].requester, who);
+      if (job.rows[0].status !== 'open') throw new JobClosed(jobId);
+      const from = requesterAvailable(who);
+      const escrow = jobEscrow(jobId, who);
+      // The escrow row exists from the start so creditUnits can always lock it.
+      await ensureAccounts(q, [escrow]);
+      const balances = await lockBalances(q, [from.id]);
+      const available = balances.get(from.id) ?? 0;
+      if (available < budget) throw new InsufficientFunds(from.id, budget, available);
+      return [
+        { account: from, amount: -budget },
+        { account: escrow, amount: budget },
+      ];
+    });
+  }
+
+  /** One accepted unit: moves its price from the job's escrow to the worker's pending credit, exactly once. */
+  async creditUnit(
+    input: CreditUnitInput,
+  ): Promise<{ status: 'credited' | 'duplicate'; eventKey: string; credit: Credit }> {
+    const [outcome] = await this.creditUnits([input]);
+    if (outcome.status !== 'rejected') return outcome;
+    const { jobId } = input;
+    switch (outcome.code) {
+      case 'unknown_job':
+        throw new UnknownJob(jobId);
+      case 'job_closed':
+        throw new JobClosed(jobId);
+      case 'event_conflict':
+        throw new EventConflict(`credit:${input.resultId}`);
+      default: {
+        const balance = await this.db.query<{ balance: number }>('SELECT balance FROM ledger_accounts WHERE id = $1', [
+          escrowId(jobId),
+        ]);
+        throw new InsufficientFunds(escrowId(jobId), input.price, Number(balance.rows[0]?.balance ?? 0));
+      }
+    }
+  }
+
+  /**
+   * Credits many accepted units in one transaction (what the scheduler should call when results arrive in bursts).
+   * Each item gets its own outcome: credited, duplicate (already credited: returns the first credit) or rejected
+   * (unknown or closed job, escrow exhausted, or the same result id with a different worker/job/price).
+   * Within a batch, items of one job are served in order until its escrow runs out.
+   */
+  async creditUnits(items: CreditUnitInput[]): Promise<CreditOutcome[]> {
+    const clean = items.map((it, i) => ({
+      jobId: text(`items[${i}].jobId`, it.jobId),
+      resultId: text(`items[${i}].resultId`, it.resultId),
+      worker: address(`items[${i}].worker`, it.worker),
+      price: checkAmount(`items[${i}].price`, it.price),
+      vestAt: timeMs(`items[${i}].vestAt`, it.vestAt),
+    }));
+    if (clean.length === 0) return [];
+    const fingerprint = (it: (typeof clean)[number]) => JSON.stringify([it.jobId, it.worker, it.price]);
+    // The first occurrence of a result id in the batch is the one that counts; the rest mirror its outcome.
+    const firstIndex = new Map<string, number>();
+    clean.forEach((it, i) => {
+      if (!firstIndex.has(it.resultId)) firstIndex.set(it.resultId, i);
+    });
+    const unique = [...firstIndex.values()].map((i) => clean[i]);
+
+    const decided = await withRetry(this.db, async (q) => {
+      const now = this.now();
+      const out = new Map<string, CreditOutcome>();
+      const jobIds = [...new Set(unique.map((it) => it.jobId))];
+      // Lock every escrow this batch draws on, in id order, before any event key: a concurrent duplicate then
+      // waits here instead of holding its event key while we wait for its escrow.
+      const jobs = await q.query<{ job_id: string; status: string; requester: string; balance: number }>(
+        `SELECT j.job_id, j.status, j.requester, a.balance FROM ledger_jobs j
+         JOIN ledger_accounts a ON a.id = 'job:' || j.job_id || ':escrow'
+         WHERE j.job_id = ANY($1::text[]) ORDER BY a.id FOR NO KEY UPDATE OF a`,
+        [jobIds],
+      );
+      const jobById = new Map(jobs.rows.map((r) => [r.job_id, { ...r, balance: Number(r.balance) }]));
+      const events: EventRecord[] = unique.map((it) => ({
+        eventKey: `credit:${it.resultId}`,
+        kind: 'credit',
+        fingerprint: fingerprint(it),
+        jobId: it.jobId,
+        resultId: it.resultId,
+      }));
+      const fresh = await insertEvents(q, events, now);
+
+      const repeated = unique.filter((it) => !fresh.has(`credit:${it.resultId}`));
+      if (repeated.length > 0) {
+        const stored = await q.query(
+          `SELECT ev.fingerprint, ${CREDIT_COLUMNS.split(', ')
+            .map((c) => `c.${c}`)
+            .join(', ')}
+           FROM ledger_events ev LEFT JOIN ledger_credits c ON c.result_id = ev.result_id
+           WHERE ev.event_key = ANY($1::text[])`,
+          [repeated.map((it) => `credit:${it.resultId}`)],
+        );
+        const byResult = new Map(stored.rows.map((r) => [String(r.result_id), r]));
+        for (const it of repeated) {
+          const row = byResult.get(it.resultId);
+          if (!row || row.fingerprint !== fingerprint(it)) {
+            out.set(it.resultId, {
+              status: 'rejected',
+              resultId: it.resultId,
+              code: 'event_conflict',
+              reason: `result ${it.resultId} was already credited with a different job, worker or price`,
+            });
+          } else {
+            out.set(it.resultId, {
+              status: 'duplicate',
+              resultId: it.resultId,
+              eventKey: `credit:${it.resultId}`,
+              credit: toCredit(row),
+            });
+          }
+        }
+      }
+
+      const accepted: typeof unique = [];
+      const dropped: string[] = [];
+      for (const it of unique) {
+        if (!fresh.has(`credit:${it.resultId}`)) continue;
+        const job = jobById.get(it.jobId);
+        let reject: { code: CreditRejectCode; reason: string } | null = null;
+        if (!job) reject = { code: 'unknown_job', reason: `no escrow exists for job ${it.jobId}` };
+        else if (job.status !== 'open') reject = { code: 'job_closed', reason: `job ${it.jobId} is closed` };
+        else if (job.balance < it.price) {
+          reject = {
+            code: 'insufficient_funds',
+            reason: `escrow of job ${it.jobId} holds ${job.balance} micro-credits, the unit costs ${it.price}`,
+          };
+        }
+        if (reject) {
+          dropped.push(`credit:${it.resultId}`);
+          out.set(it.resultId, { status: 'rejected', resultId: it.resultId, ...reject });
+          continue;
+        }
+        job!.balance -= it.price;
+        accepted.push(it);
+      }
+      if (dropped.length > 0) {
+        await q.query('DELETE FROM ledger_events WHERE event_key = ANY($1::text[])', [dropped]);
+      }
+      if (accepted.length > 0) {
+        await q.query(
+          `INSERT INTO ledger_credits (result_id, job_id, worker, amount, vest_at, status, credited_at)
+           SELECT r, j, w, a, v, 'pending', $6::bigint
+           FROM unnest($1::text[], $2::text[], $3::text[], $4::bigint[], $5::bigint[]) AS u(r, j, w, a, v)`,
+          [
+            accepted.map((it) => it.resultId),
+            accepted.map((it) => it.jobId),
+            accepted.map((it) => it.worker),
+            accepted.map((it) => it.price),
+            accepted.map((it) => it.vestAt),
+            now,
+          ],
+        );
+        await applyPostings(
+          q,
+          accepted.map((it) => ({
+            eventKey: `credit:${it.resultId}`,
+            lines: [
+              { account: jobEscrow(it.jobId, jobById.get(it.jobId)!.requester), amount: -it.price },
+              { account: workerPending(it.worker), amount: it.price },
+            ],
+          })),
+          now,
+        );
+        for (const it of accepted) {
+          out.set(it.resultId, {
+            status: 'credited',
+            resultId: it.resultId,
+            eventKey: `credit:${it.resultId}`,
+            credit: {
+              resultId: it.resultId,
+              jobId: it.jobId,
+              worker: it.worker,
+              amount: it.price,
+              vestAt: it.vestAt,
+              status: 'pending',
+              creditedAt: now,
+              settledAt: null,
+              settleEvent: null,
+            },
+          });
+        }
+      }
+      return out;
+    });
+
+    return clean.map((it, i) => {
+      const first = decided.get(it.resultId)!;
+      if (firstIndex.get(it.resultId) === i) return first;
+      if (first.status === 'rejected') return first;
+      if (fingerprint(it) !== JSON.stringify([first.credit.jobId, first.credit.worker, first.credit.amount])) {
+        return {
+          status: 'rejected',
+          resultId: it.resultId,
+          code: 'event_conflict',
+          reason: `result ${it.resultId} appears twice in the batch with different content`,
+        };
+      }
+      return { ...first, status: 'duplicate' };
+    });
+  }
+
+  /**
+   * Vests every pending credit whose challenge window closed (vestAt <= now) and that was not forfeited:
+   * worker pending -> worker vested, one posting group `vest:<resultId>` per credit. Credits locked by a concurrent
+   * vestDue or forfeit are skipped (SKIP LOCKED) and picked up by the next call.
+   */
+  async vestDue(now: number, opts: { limit?: number } = {}): Promise<{ vested: number; amount: number }> {
+    timeMs('now', now);
+    const limit = opts.limit ?? 10_000;
+    return withRetry(this.db, async (q) => {
+      const at = this.now();
+      const r = await q.query<{ result_id: string; worker: string; amount: number; job_id: string }>(
+        `UPDATE ledger_credits SET status = 'vested', settled_at = $2, settle_event = 'vest:' || result_id
+         WHERE result_id IN (
+           SELECT result_id FROM ledger_credits WHERE status = 'pending' AND vest_at <= $1
+           ORDER BY result_id LIMIT $3 FOR UPDATE SKIP LOCKED)
+         AND status = 'pending'
+         RETURNING result_id, worker, amount, job_id`,
+        [now, at, limit],
+      );
+      if (r.rows.length === 0) return { vested: 0, amount: 0 };
+      const credits = r.rows.map((row) => ({ ...row, amount: Number(row.amount) }));
+      await insertEvents(
+        q,
+        credits.map((c) => ({
+          eventKey: `vest:${c.result_id}`,
+          kind: 'vest',
+          fingerprint: JSON.stringify([c.worker, c.amount]),
+          jobId: c.job_id,
+          resultId: c.result_id,
+        })),
+        at,
+      );
+      await applyPostings(
+        q,
+        credits.map((c) => ({
+          eventKey: `vest:${c.result_id}`,
+          lines: [
+            { account: workerPending(c.worker), amount: -c.amount },
+            { account: workerVested(c.worker), amount: c.amount },
+          ],
+        })),
+        at,
+      );
+      return { vested: credits.length, amount: credits.reduce((s, c) => s + c.amount, 0) };
+    });
+  }
+
+  /**
+   * A lost dispute: the worker's unvested (pending) credits — of one job, or all — go back to the escrow of the job
+   * each was paid from, minus `feeRate` of it to the treasury. When a job's escrow was already refunded (job
+   * closed), its share goes straight to the requester's available balance instead.
+   */
+  async forfeitUnvested(input: ForfeitInput): Promise<ForfeitResult> {
+    const worker = address('worker', input.worker);
+    if (input.jobId !== undefined) text('jobId', input.jobId);
+    text('reason', input.reason, 500);
+    text('eventKey', input.eventKey);
+    if (typeof input.feeRate !== 'number' || !(input.feeRate >= 0 && input.feeRate <= 1)) {
+      throw new InvalidArgument('feeRate', 'must be a number in [0, 1]');
+    }
+    const feePpm = BigInt(Math.round(input.feeRate * 1_000_000));
+    const event: EventRecord = {
+      eventKey: input.eventKey,
+      kind: 'forfeit',
+      fingerprint: JSON.stringify([worker, input.jobId ?? null, feePpm.toString()]),
+      jobId: input.jobId ?? null,
+      memo: input.reason,
+    };
+    let summary = { forfeited: 0, amount: 0, fee: 0 };
+    const result = await this.postOnce(event, async (q, now) => {
+      summary = { forfeited: 0, amount: 0, fee: 0 };
+      const credits = await q.query<{ result_id: string; job_id: string; amount: number }>(
+        `SELECT result_id, job_id, amount FROM ledger_credits
+         WHERE worker = $1 AND status = 'pending' AND ($2::text IS NULL OR job_id = $2)
+         ORDER BY result_id FOR UPDATE`,
+        [worker, input.jobId ?? null],
+      );
+      if (credits.rows.length === 0) return [];
+      await q.query(
+        `UPDATE ledger_credits SET status = 'forfeited', settled_at = $2, settle_event = $3
+         WHERE result_id = ANY($1::text[])`,
+        [credits.rows.map((c) => c.result_id), now, input.eventKey],
+      );
+      const perJob = new Map<string, number>();
+      for (const c of credits.rows) perJob.set(c.job_id, (perJob.get(c.job_id) ?? 0) + Number(c.amount));
+      // FOR SHARE: a concurrent refund (FOR UPDATE) of one of these jobs waits, so money never lands in an escrow
+      // that was just emptied and closed.
+      const jobs = await q.query<{ job_id: string; requester: string; status: string }>(
+        'SELECT job_id, requester, status FROM ledger_jobs WHERE job_id = ANY($1::text[]) ORDER BY job_id FOR SHARE',
+        [[...perJob.keys()]],
+      );
+      const lines: PostingLine[] = [];
+      let total = 0;
+      let fees = 0;
+      for (const job of jobs.rows) {
+        const amount = perJob.get(job.job_id)!;
+        const fee = feeOf(amount, feePpm);
+        total += amount;
+        fees += fee;
+        const back = job.status === 'open' ? jobEscrow(job.job_id, job.requester) : requesterAvailable(job.requester);
+        lines.push({ account: back, amount: amount - fee });
+      }
+      if (jobs.rows.length !== perJob.size) throw new LedgerInvariantError('a credit refers to a job without escrow');
+      lines.push({ account: workerPending(worker), amount: -total }, { account: TREASURY, amount: fees });
+      summary = { forfeited: credits.rows.length, amount: total, fee: fees };
+      return lines;
+    });
+    if (!result.created) {
+      const pendingOut = result.postings.find((p) => p.kind === 'pending');
+      const fee = result.postings.find((p) => p.kind === 'treasury');
+      const count = await this.db.query<{ n: number }>(
+        'SELECT count(*)::int AS n FROM ledger_credits WHERE settle_event = $1',
+        [input.eventKey],
+      );
+      summary = { forfeited: Number(count.rows[0].n), amount: -(pendingOut?.amount ?? 0), fee: fee?.amount ?? 0 };
+    }
+    return { ...result, ...summary };
+  }
+
+  /** Cancel or finish: closes the job and returns its unspent escrow to the requester's available balance. */
+  async refundJob(jobId: string, opts: { eventKey?: string } = {}): Promise<RefundResult> {
+    text('jobId', jobId);
+    const eventKey = opts.eventKey ?? `refund:${jobId}`;
+    const event: EventRecord = { eventKey, kind: 'refund', fingerprint: JSON.stringify([jobId]), jobId };
+    let refunded = 0;
+    const result = await this.postOnce(event, async (q, now) => {
+      const job = await q.query<{ requester: string }>(
+        'SELECT requester FROM ledger_jobs WHERE job_id = $1 FOR UPDATE',
+        [jobId],
+      );
+      if (job.rows.length === 0) throw new UnknownJob(jobId);
+      const requester = job.rows[0].requester;
+      await q.query(`UPDATE ledger_jobs SET status = 'closed', closed_at = $2 WHERE job_id = $1`, [jobId, now]);
+      const escrow = jobEscrow(jobId, requester);
+      refunded = (await lockBalances(q, [escrow.id])).get(escrow.id) ?? 0;
+      return [
+        { account: escrow, amount: -refunded },
+        { account: requesterAvailable(requester), amount: refunded },
+      ];
+    });
+    if (!result.created) refunded = result.postings.find((p) => p.kind === 'available')?.amount ?? 0;
+    return { ...result, refunded };
+  }
+
+  async balances(addr: string): Promise<Balances> {
+    const who = address('address', addr);
+    const r = await this.db.query<{ id: string; kind: AccountKind; balance: number }>(
+      'SELECT id, kind, balance FROM ledger_accounts WHERE owner = $1',
+      [who],
+    );
+    const out: Balances = { address: who, available: 0, escrow: 0, pending: 0, vested: 0, escrowByJob: {} };
+    for (const row of r.rows) {
+      const balance = Number(row.balance);
+      if (row.kind === 'escrow') {
+        out.escrow += balance;
+        out.escrowByJob[row.id.slice('job:'.length, -':escrow'.length)] = balance;
+      } else if (row.kind === 'available' || row.kind === 'pending' || row.kind === 'vested') {
+        out[row.kind] += balance;
+      }
+    }
+    return out;
+  }
+
+  /** Treasury fees collected and total credit issued (the negated issuance balance). */
+  async systemBalances(): Promise<{ treasury: number; issued: number }> {
+    const r = await this.db.query<{ id: string; balance: number }>(
+      'SELECT id, balance FROM ledger_accounts WHERE id = ANY($1::text[])',
+      [[TREASURY.id, ISSUANCE.id]],
+    );
+    const get = (id: string) => Number(r.rows.find((row) => row.id === id)?.balance ?? 0);
+    return { treasury: get(TREASURY.id), issued: -get(ISSUANCE.id) };
+  }
+
+  /** Postings on any of the address's accounts, newest first. `cursor` is the nextCursor of the previous page. */
+  async history(
+    addr: string,
+    opts: { limit?: number; cursor?: string } = {},
+  ): Promise<{ items: HistoryItem[]; nextCursor: string | null }> {
+    const who = address('address', addr);
+    const limit = opts.limit ?? 50;
+    if (!Number.isInteger(limit) || limit < 1 || limit > 500) throw new InvalidArgument('limit', 'must be 1..500');
+    if (opts.cursor !== undefined && !/^\d{1,18}$/.test(opts.cursor)) {
+      throw new InvalidArgument('cursor', 'must be the nextCursor of a previous page');
+    }
+    const r = await this.db.query(
+      `SELECT ${ENTRY_COLUMNS}, ev.kind AS event_kind, ev.job_id, ev.result_id, ev.memo
+       FROM ledger_entries e
+       JOIN ledger_accounts a ON a.id = e.account_id
+       JOIN ledger_events ev ON ev.event_key = e.event_key
+       WHERE e.owner = $1 AND ($2::bigint IS NULL OR e.id < $2::bigint)
+       ORDER BY e.id DESC LIMIT $3`,
+      [who, opts.cursor ?? null, limit + 1],
+    );
+    const items = r.rows.slice(0, limit).map((row) => ({
+      ...toPosting(row),
+      eventKind: String(row.event_kind),
+      jobId: (row.job_id as string | null) ?? null,
+      resultId: (row.result_id as string | null) ?? null,
+      memo: (row.memo as string | null) ?? null,
+    }));
+    const nextCursor = r.rows.length > limit ? String(items[items.length - 1].id) : null;
+    return { items, nextCursor };
+  }
+
+  /** A receipt: the event and its postings (empty postings for an event that moved nothing), or null. */
+  async postingsForEvent(eventKey: string): Promise<{
+    eventKey: string;
+    kind: string;
+    jobId: string | null;
+    resultId: string | null;
+    memo: string | null;
+    createdAt: number;
+    postings: Posting[];
+  } | null> {
+    const ev = await this.db.query('SELECT * FROM ledger_events WHERE event_key = $1', [eventKey]);
+    if (ev.rows.length === 0) return null;
+    const row = ev.rows[0];
+    const postings = (await postingsFor(this.db, [eventKey])).get(eventKey) ?? [];
+    return {
+      eventKey,
+      kind: String(row.kind),
+      jobId: (row.job_id as string | null) ?? null,
+      resultId: (row.result_id as string | null) ?? null,
+      memo: (row.memo as string | null) ?? null,
+      createdAt: Number(row.created_at),
+      postings,
+    };
+  }
+
+  async credit(resultId: string): Promise<Credit | null> {
+    const r = await this.db.query(`SELECT ${CREDIT_COLUMNS} FROM ledger_credits WHERE result_id = $1`, [resultId]);
+    return r.rows.length ? toCredit(r.rows[0]) : null;
+  }
+
+  async credits(filter: { worker?: string; jobId?: string; status?: CreditStatus } = {}): Promise<Credit[]> {
+    const r = await this.db.query(
+      `SELECT ${CREDIT_COLUMNS} FROM ledger_credits
+       WHERE ($1::text IS NULL OR worker = $1) AND ($2::text IS NULL OR job_id = $2) AND ($3::text IS NULL OR status = $3)
+       ORDER BY credited_at, result_id`,
+      [filter.worker ? address('worker', filter.worker) : null, filter.jobId ?? null, filter.status ?? null],
+    );
+    return r.rows.map(toCredit);
+  }
+
+  /** Sum of every posting ever made: 0 unless the ledger is broken. */
+  async totalSum(): Promise<number> {
+    const r = await this.db.query<{ s: number }>('SELECT COALESCE(SUM(amount), 0)::bigint AS s FROM ledger_entries');
+    return Number(r.rows[0].s);
+  }
+
+  /** Cross-checks balances against postings and credits; for tests, audits and an admin endpoint. */
+  async checkIntegrity(): Promise<IntegrityReport> {
+    const sums = await this.db.query<{ e: number; b: number }>(
+      `SELECT (SELECT COALESCE(SUM(amount), 0)::bigint FROM ledger_entries) AS e,
+              (SELECT COALESCE(SUM(balance), 0)::bigint FROM ledger_accounts) AS b`,
+    );
+    const drift = await this.db.query<{ id: string; balance: number; postings: number }>(
+      `SELECT a.id, a.balance, COALESCE(s.total, 0)::bigint AS postings FROM ledger_accounts a
+       LEFT JOIN (SELECT account_id, SUM(amount) AS total FROM ledger_entries GROUP BY account_id) s ON s.account_id = a.id
+       WHERE a.balance <> COALESCE(s.total, 0)`,
+    );
+    const negative = await this.db.query<{ id: string; balance: number }>(
+      `SELECT id, balance FROM ledger_accounts WHERE kind <> 'issuance' AND balance < 0`,
+    );
+    const creditDrift = await this.db.query<{ id: string; balance: number; credits: number }>(
+      `SELECT a.id, a.balance, COALESCE(c.total, 0)::bigint AS credits FROM ledger_accounts a
+       LEFT JOIN (SELECT worker, status, SUM(amount) AS total FROM ledger_credits GROUP BY worker, status) c
+         ON a.owner = c.worker AND c.status = a.kind
+       WHERE a.kind IN ('pending', 'vested') AND a.balance <> COALESCE(c.total, 0)`,
+    );
+    const entriesSum = Number(sums.rows[0].e);
+    const balancesSum = Number(sums.rows[0].b);
+    const report: IntegrityReport = {
+      ok: false,
+      entriesSum,
+      balancesSum,
+      drift: drift.rows.map((r) => ({ accountId: r.id, balance: Number(r.balance), postings: Number(r.postings) })),
+      negative: negative.rows.map((r) => ({ accountId: r.id, balance: Number(r.balance) })),
+      creditDrift: creditDrift.rows.map((r) => ({
+        accountId: r.id,
+        balance: Number(r.balance),
+        credits: Number(r.credits),
+      })),
+    };
+    report.ok =
+      entriesSum === 0 &&
+      balancesSum === 0 &&
+      report.drift.length === 0 &&
+      report.negative.length === 0 &&
+      report.creditDrift.length === 0;
+    return report;
+  }
+
+  /** Cumulative credit that reached `address`'s vested account (the payout statement's `vested`). */
+  async cumulativeVested(addr: string, q: Queryable = this.db): Promise<number> {
+    const who = address('address', addr);
+    const r = await q.query<{ s: number }>(
+      'SELECT COALESCE(SUM(amount), 0)::bigint AS s FROM ledger_entries WHERE account_id = $1 AND amount > 0',
+      [workerVested(who).id],
+    );
+    return Number(r.rows[0].s);
+  }
+
+  /** Runs `build` and posts its lines under `event` unless the event key exists: then returns the first postings. */
+  private async postOnce(
+    event: EventRecord,
+    build: (q: Queryable, now: number) => Promise<PostingLine[]>,
+  ): Promise<PostingResult> {
+    return withRetry(this.db, async (q) => {
+      const now = this.now();
+      const fresh = await insertEvents(q, [event], now);
+      if (!fresh.has(event.eventKey)) {
+        await assertSameEvents(q, [event]);
+        const postings = (await postingsFor(q, [event.eventKey])).get(event.eventKey) ?? [];
+        return { eventKey: event.eventKey, created: false, postings };
+      }
+      const lines = await build(q, now);
+      await applyPostings(q, [{ eventKey: event.eventKey, lines }], now);
+      const postings = (await postingsFor(q, [event.eventKey])).get(event.eventKey) ?? [];
+      return { eventKey: event.eventKey, created: true, postings };
+    });
+  }
+}
+
+export { LedgerError };
