@@ -2,7 +2,6 @@ import { type Address, InvalidAddressError, normalizeAddress } from '../../share
 import type { Db, Queryable } from '../store/db.js';
 import {
   type AccountKind,
-  type AccountRef,
   escrowId,
   ISSUANCE,
   jobEscrow,
