@@ -1,0 +1,201 @@
+import type { LossName } from '../protocol/job-spec.js';
+import { forwardLoss } from '../train/evaluate.js';
+import type { Dataset, WeightSet } from '../train/types.js';
+import { l2Norm } from './aggregate.js';
+import { checkpointCount } from './bisect.js';
+
+/**
+ * Checks run on EVERY result, at no replication cost: a few array scans and two forward passes of one batch each
+ * (about 2/3 of one training step, i.e. ~2% of a 32-step unit). They stop naive garbage (wrong shapes, NaN, zero or
+ * exploded deltas, a result computed from other weights or other data) before it costs an audit; anything subtler
+ * is left to audits and disputes.
+ *
+ * Loss-trace consistency uses what trainUnit reports: losses[s] is the loss of batch s at the weights BEFORE step s.
+ *  - first loss: losses[0] is the loss of the round's weights on batch 0, so the coordinator can recompute it exactly
+ *    (up to cross-backend float noise). A stale replay (other start weights) or a copied result (other batch) fails.
+ *  - final loss: the returned weights (start + delta) evaluated on the last batch give a loss that, for an honest
+ *    run, is at most about the loss the worker reported for the last steps (one more step on that very batch lowers
+ *    it). A generous band keeps honest results safe; random, zero or scaled-up deltas land far above it.
+ */
+
+export type CheapCheckCode =
+  | 'ok'
+  | 'bad-commitments'
+  | 'bad-losses'
+  | 'bad-delta-shape'
+  | 'non-finite-delta'
+  | 'zero-delta'
+  | 'delta-too-large'
+  | 'first-loss-mismatch'
+  | 'final-loss-inconsistent';
+
+export interface CheapCheckResult {
+  ok: boolean;
+  code: CheapCheckCode;
+  reason: string;
+  /** Loss figures the forward passes produced (absent when an earlier check already failed). */
+  firstLoss?: { reported: number; recomputed: number; exact: boolean };
+  finalLoss?: { trailingMax: number; recomputed: number; bound: number };
+  /** Examples run through forward passes (cost accounting). */
+  forwardExamples: number;
+}
+
+export interface CheapCheckBounds {
+  /** Relative tolerance of losses[0] against the recomputed loss when the forward pass is exact. */
+  firstLossRelTol: number;
+  /** The final loss may be at most finalLossFactor x the largest trailing loss + finalLossSlack. */
+  finalLossFactor: number;
+  finalLossSlack: number;
+  /** How many reported losses at the end count as "trailing". */
+  trailingSteps: number;
+  /** ||delta|| may be at most maxDeltaRatio x ||startWeights||. */
+  maxDeltaRatio: number;
+}
+
+export const DEFAULT_CHEAP_CHECK_BOUNDS: CheapCheckBounds = {
+  firstLossRelTol: 1e-3,
+  finalLossFactor: 1.5,
+  finalLossSlack: 0.1,
+  trailingSteps: 4,
+  maxDeltaRatio: 10,
+};
+
+export interface CheapCheckInput {
+  model: object;
+  dataset: Dataset;
+  loss: LossName;
+  steps: number;
+  batchSize: number;
+  /** Effective k (never 0). */
+  checkpointEvery: number;
+  /** The unit's example indices (assignExamples), steps x batchSize. */
+  indices: Int32Array;
+  startWeights: WeightSet;
+  delta: WeightSet;
+  checkpoints: readonly string[];
+  losses: readonly number[];
+}
+
+const HEX64 = /^[0-9a-f]{64}$/;
+
+/** Layers that behave differently in training, and config keys that add penalties to the training loss. */
+const TRAINING_ONLY_LAYERS =
+  /"class_name":"(Dropout|SpatialDropout1D|SpatialDropout2D|SpatialDropout3D|AlphaDropout|GaussianDropout|GaussianNoise|BatchNormalization)"/;
+const REGULARIZER = /"(kernel|bias|activity|depthwise|pointwise|recurrent)_regularizer":\{/;
+
+/**
+ * True when an inference forward pass reproduces the training loss at the same weights (no dropout/noise/batch-norm,
+ * no regularisation penalties), so losses[0] can be checked tightly.
+ */
+export function forwardMatchesTrainingLoss(model: object): boolean {
+  const json = JSON.stringify(model);
+  return !TRAINING_ONLY_LAYERS.test(json) && !REGULARIZER.test(json);
+}
+
+function fail(code: CheapCheckCode, reason: string, extra: Partial<CheapCheckResult> = {}): CheapCheckResult {
+  return { ok: false, code, reason, forwardExamples: 0, ...extra };
+}
+
+/** Structure-only checks (no tfjs): commitments, losses, delta shape, finiteness and norm. */
+export function checkStructure(input: CheapCheckInput, bounds = DEFAULT_CHEAP_CHECK_BOUNDS): CheapCheckResult | null {
+  const { steps, checkpointEvery: k, checkpoints, losses, delta, startWeights } = input;
+  const expected = checkpointCount(steps, k);
+  if (checkpoints.length !== expected) {
+    return fail(
+      'bad-commitments',
+      `expected ${expected} checkpoint hashes (one every ${k} of ${steps} steps), got ${checkpoints.length}`,
+    );
+  }
+  const badHex = checkpoints.findIndex((c) => typeof c !== 'string' || !HEX64.test(c));
+  if (badHex >= 0) return fail('bad-commitments', `checkpoint ${badHex} is not 64 lower-case hex digits`);
+  if (losses.length !== steps) return fail('bad-losses', `expected ${steps} losses, got ${losses.length}`);
+  const badLoss = losses.findIndex((l) => typeof l !== 'number' || !Number.isFinite(l) || l < 0);
+  if (badLoss >= 0)
+    return fail('bad-losses', `loss ${badLoss} (${losses[badLoss]}) is not a finite non-negative number`);
+
+  if (delta.data.length !== startWeights.data.length) {
+    return fail('bad-delta-shape', `delta has ${delta.data.length} tensors, the model has ${startWeights.data.length}`);
+  }
+  for (let t = 0; t < delta.data.length; t++) {
+    if (delta.data[t].length !== startWeights.data[t].length) {
+      return fail(
+        'bad-delta-shape',
+        `delta tensor ${t} has ${delta.data[t].length} values, expected ${startWeights.data[t].length}`,
+      );
+    }
+  }
+  const norm = l2Norm(delta);
+  if (!Number.isFinite(norm)) return fail('non-finite-delta', 'delta contains NaN or infinite values');
+  if (norm === 0) return fail('zero-delta', 'delta is all zeros: no training happened');
+  const wNorm = l2Norm(startWeights);
+  if (wNorm > 0 && norm > bounds.maxDeltaRatio * wNorm) {
+    return fail(
+      'delta-too-large',
+      `||delta|| = ${norm.toExponential(3)} exceeds ${bounds.maxDeltaRatio} x ||weights|| = ${wNorm.toExponential(3)}`,
+    );
+  }
+  return null;
+}
+
+function addInto(a: WeightSet, b: WeightSet): WeightSet {
+  return {
+    names: a.names,
+    shapes: a.shapes,
+    data: a.data.map((d, t) => {
+      const e = b.data[t];
+      const out = new Float32Array(d.length);
+      for (let i = 0; i < d.length; i++) out[i] = d[i] + e[i];
+      return out;
+    }),
+  };
+}
+
+/** All cheap checks. Runs forward passes on the current tfjs backend. */
+export async function cheapCheck(
+  input: CheapCheckInput,
+  bounds: CheapCheckBounds = DEFAULT_CHEAP_CHECK_BOUNDS,
+): Promise<CheapCheckResult> {
+  const structural = checkStructure(input, bounds);
+  if (structural) return structural;
+  const { model, dataset, loss, steps, batchSize: B, indices, losses } = input;
+  if (indices.length !== steps * B)
+    throw new Error(`cheapCheck: indices has ${indices.length} entries, expected ${steps * B}`);
+
+  const exact = forwardMatchesTrainingLoss(model);
+  let forwardExamples = 0;
+  let firstLoss: CheapCheckResult['firstLoss'];
+  if (exact) {
+    const recomputed = await forwardLoss(model, input.startWeights, dataset, indices.subarray(0, B), loss);
+    forwardExamples += B;
+    firstLoss = { reported: losses[0], recomputed, exact };
+    if (!(Math.abs(losses[0] - recomputed) <= bounds.firstLossRelTol * Math.max(1, Math.abs(recomputed)))) {
+      return fail(
+        'first-loss-mismatch',
+        `losses[0] = ${losses[0].toPrecision(6)} but the round's weights give ${recomputed.toPrecision(6)} on batch 0: other weights or other data`,
+        { firstLoss, forwardExamples },
+      );
+    }
+  }
+
+  const finalWeights = addInto(input.startWeights, input.delta);
+  const recomputed = await forwardLoss(
+    model,
+    finalWeights,
+    dataset,
+    indices.subarray((steps - 1) * B, steps * B),
+    loss,
+  );
+  forwardExamples += B;
+  const trailing = losses.slice(Math.max(0, steps - bounds.trailingSteps));
+  const trailingMax = Math.max(...trailing);
+  const bound = bounds.finalLossFactor * trailingMax + bounds.finalLossSlack;
+  const finalLoss = { trailingMax, recomputed, bound };
+  if (!(recomputed <= bound)) {
+    return fail(
+      'final-loss-inconsistent',
+      `start + delta gives loss ${recomputed.toPrecision(4)} on the last batch, above ${bound.toPrecision(4)} allowed by the reported trailing losses (max ${trailingMax.toPrecision(4)})`,
+      { firstLoss, finalLoss, forwardExamples },
+    );
+  }
+  return { ok: true, code: 'ok', reason: 'passed', firstLoss, finalLoss, forwardExamples };
+}
