@@ -53,6 +53,10 @@ export interface TrainUnitInput {
   onStep?: (step: number, loss: number) => void | Promise<void>;
   /** Checked between steps; return true to abandon (throws TrainAborted). */
   shouldStop?: () => boolean;
+  /** Reported back in the output (e.g. the WebGPU adapter description); the caller knows it, tfjs does not. */
+  adapter?: string;
+  /** Give the event loop a macrotask turn at every loss read (keeps a Node coordinator or a page responsive). */
+  yieldToEventLoop?: boolean;
 }
 
 export interface TrainUnitOutput {
@@ -71,4 +75,11 @@ export interface TrainUnitOutput {
   backend: string;
   adapter?: string;
   timings: { totalMs: number; trainMs: number; setupMs: number };
+  /** The step each entry of `checkpoints` belongs to (after that many steps from the unit's start). */
+  checkpointSteps?: number[];
+  /** Steps actually run: [fromStep, toStep). */
+  fromStep?: number;
+  toStep?: number;
+  /** sha256 of the full training state after toStep (equals the last checkpoint when toStep is a boundary). */
+  finalStateHash?: string;
 }
