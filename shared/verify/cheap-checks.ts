@@ -5,8 +5,8 @@ import { l2Norm } from './aggregate.js';
 import { checkpointCount } from './bisect.js';
 
 /**
- * Checks run on EVERY result, at no replication cost: a few array scans and two forward passes of one batch each
- * (about 2/3 of one training step, i.e. ~2% of a 32-step unit). They stop naive garbage (wrong shapes, NaN, zero or
+ * Checks run on EVERY result, at no replication cost: a few array scans and up to three forward passes of one batch
+ * (about one training step's worth of compute, i.e. ~3% of a 32-step unit). They stop naive garbage (wrong shapes, NaN, zero or
  * exploded deltas, a result computed from other weights or other data) before it costs an audit; anything subtler
  * is left to audits and disputes.
  *
@@ -15,7 +15,12 @@ import { checkpointCount } from './bisect.js';
  *    (up to cross-backend float noise). A stale replay (other start weights) or a copied result (other batch) fails.
  *  - final loss: the returned weights (start + delta) evaluated on the last batch give a loss that, for an honest
  *    run, is at most about the loss the worker reported for the last steps (one more step on that very batch lowers
- *    it). A generous band keeps honest results safe; random, zero or scaled-up deltas land far above it.
+ *    it). A generous band keeps honest results safe; exploded or scaled-up deltas land far above it.
+ *  - progress: when the reported losses claim the unit made progress (the first quarter's mean loss is clearly above
+ *    the last quarter's), the returned weights must lower the loss on the last batch compared with the round's
+ *    weights by at least a little. Honest units improve it by 9-45% (measured on MNIST MLPs); a random delta of the
+ *    same norm changes it by about +-1%. A flat reported curve (tiny learning rate) skips this check, so an honest
+ *    slow learner is never rejected by it.
  */
 
 export type CheapCheckCode =
@@ -27,7 +32,8 @@ export type CheapCheckCode =
   | 'zero-delta'
   | 'delta-too-large'
   | 'first-loss-mismatch'
-  | 'final-loss-inconsistent';
+  | 'final-loss-inconsistent'
+  | 'no-progress';
 
 export interface CheapCheckResult {
   ok: boolean;
@@ -36,6 +42,7 @@ export interface CheapCheckResult {
   /** Loss figures the forward passes produced (absent when an earlier check already failed). */
   firstLoss?: { reported: number; recomputed: number; exact: boolean };
   finalLoss?: { trailingMax: number; recomputed: number; bound: number };
+  progress?: { claimed: boolean; startLoss: number; finalLoss: number; improvement: number };
   /** Examples run through forward passes (cost accounting). */
   forwardExamples: number;
 }
@@ -50,6 +57,10 @@ export interface CheapCheckBounds {
   trailingSteps: number;
   /** ||delta|| may be at most maxDeltaRatio x ||startWeights||. */
   maxDeltaRatio: number;
+  /** The reported curve "claims progress" when mean(first quarter) > (1 + claimedProgress) x mean(last quarter). */
+  claimedProgress: number;
+  /** Then the last batch's loss must drop by at least this fraction from the round's weights to the returned ones. */
+  minRelativeImprovement: number;
 }
 
 export const DEFAULT_CHEAP_CHECK_BOUNDS: CheapCheckBounds = {
@@ -58,6 +69,8 @@ export const DEFAULT_CHEAP_CHECK_BOUNDS: CheapCheckBounds = {
   finalLossSlack: 0.1,
   trailingSteps: 4,
   maxDeltaRatio: 10,
+  claimedProgress: 0.1,
+  minRelativeImprovement: 0.02,
 };
 
 export interface CheapCheckInput {
@@ -178,13 +191,8 @@ export async function cheapCheck(
   }
 
   const finalWeights = addInto(input.startWeights, input.delta);
-  const recomputed = await forwardLoss(
-    model,
-    finalWeights,
-    dataset,
-    indices.subarray((steps - 1) * B, steps * B),
-    loss,
-  );
+  const lastBatch = indices.subarray((steps - 1) * B, steps * B);
+  const recomputed = await forwardLoss(model, finalWeights, dataset, lastBatch, loss);
   forwardExamples += B;
   const trailing = losses.slice(Math.max(0, steps - bounds.trailingSteps));
   const trailingMax = Math.max(...trailing);
@@ -197,5 +205,23 @@ export async function cheapCheck(
       { firstLoss, finalLoss, forwardExamples },
     );
   }
-  return { ok: true, code: 'ok', reason: 'passed', firstLoss, finalLoss, forwardExamples };
+
+  const quarter = Math.max(1, Math.floor(steps / 4));
+  const mean = (xs: readonly number[]) => xs.reduce((a, b) => a + b, 0) / xs.length;
+  const claimed = mean(losses.slice(0, quarter)) > (1 + bounds.claimedProgress) * mean(losses.slice(steps - quarter));
+  let progress: CheapCheckResult['progress'];
+  if (claimed) {
+    const startLoss = await forwardLoss(model, input.startWeights, dataset, lastBatch, loss);
+    forwardExamples += B;
+    const improvement = startLoss > 0 ? (startLoss - recomputed) / startLoss : 0;
+    progress = { claimed, startLoss, finalLoss: recomputed, improvement };
+    if (!(improvement >= bounds.minRelativeImprovement)) {
+      return fail(
+        'no-progress',
+        `the reported losses fall, but the returned weights lower the last batch's loss by only ${(improvement * 100).toFixed(2)}% (${startLoss.toPrecision(4)} -> ${recomputed.toPrecision(4)})`,
+        { firstLoss, finalLoss, progress, forwardExamples },
+      );
+    }
+  }
+  return { ok: true, code: 'ok', reason: 'passed', firstLoss, finalLoss, progress, forwardExamples };
 }
