@@ -1,0 +1,111 @@
+import type { ApiError, DatasetView, JobSpec, JobView } from './job-spec.js';
+
+/**
+ * A small typed client of the coordinator's requester REST API (/api/v1), for the dashboard and for requesters'
+ * own scripts. Runs wherever `fetch` exists (browsers, Node 18+). Every non-2xx answer becomes an ApiRequestError
+ * carrying the API's {statusCode, error, message, field}, so a form can show the message next to `field`.
+ */
+
+/** Fields the API fills with defaults may be left out; `model` and `dataset` are required. */
+export type JobSpecInput = Pick<JobSpec, 'model' | 'dataset'> & DeepPartial<Omit<JobSpec, 'model' | 'dataset'>>;
+type DeepPartial<T> = { [K in keyof T]?: T[K] extends object ? DeepPartial<T[K]> : T[K] };
+
+export interface ClientOptions {
+  /** The coordinator's origin, e.g. http://localhost:8080 (a trailing slash or /api/v1 suffix is fine). */
+  baseUrl: string;
+  /** Sent as `Authorization: Bearer <apiKey>` when set. */
+  apiKey?: string;
+  fetch?: typeof fetch;
+}
+
+export class ApiRequestError extends Error implements ApiError {
+  readonly statusCode: number;
+  readonly error: string;
+  /** JSON pointer of the offending field, e.g. /optimizer/learningRate, when the API named one. */
+  readonly field?: string;
+
+  constructor(body: ApiError) {
+    super(body.message);
+    this.name = 'ApiRequestError';
+    this.statusCode = body.statusCode;
+    this.error = body.error;
+    this.field = body.field;
+  }
+}
+
+export interface UploadOptions {
+  signal?: AbortSignal;
+}
+
+export interface SwarmgradClient {
+  readonly baseUrl: string;
+  listJobs(): Promise<JobView[]>;
+  getJob(id: string): Promise<JobView>;
+  createJob(spec: JobSpecInput): Promise<JobView>;
+  cancelJob(id: string): Promise<JobView>;
+  /** Uploads a dataset file in the swarmgrad binary format (docs/DATASET_FORMAT.md). */
+  uploadDataset(data: Blob | ArrayBuffer | Uint8Array, opts?: UploadOptions): Promise<DatasetView>;
+  listDatasets(): Promise<DatasetView[]>;
+  /** URL for tf.loadLayersModel: the job's latest weights in tfjs layers format. */
+  modelUrl(jobId: string): string;
+  /** The OpenAPI document of the REST API. */
+  openapi(): Promise<Record<string, unknown>>;
+}
+
+export function createClient(opts: ClientOptions): SwarmgradClient {
+  const baseUrl = opts.baseUrl.replace(/\/+$/, '').replace(/\/api\/v1$/, '');
+  const doFetch = opts.fetch ?? ((input: RequestInfo | URL, init?: RequestInit) => fetch(input, init));
+  const api = `${baseUrl}/api/v1`;
+
+  async function request<T>(method: string, path: string, body?: BodyInit, contentType?: string): Promise<T> {
+    const headers: Record<string, string> = { accept: 'application/json' };
+    if (contentType) headers['content-type'] = contentType;
+    if (opts.apiKey) headers.authorization = `Bearer ${opts.apiKey}`;
+    let res: Response;
+    try {
+      res = await doFetch(`${api}${path}`, { method, headers, body });
+    } catch (err) {
+      throw new ApiRequestError({
+        statusCode: 0,
+        error: 'Network Error',
+        message: `cannot reach ${baseUrl}: ${err instanceof Error ? err.message : String(err)}`,
+      });
+    }
+    const text = await res.text();
+    let parsed: unknown;
+    try {
+      parsed = text ? JSON.parse(text) : undefined;
+    } catch {
+      parsed = undefined;
+    }
+    if (!res.ok) throw new ApiRequestError(toApiError(res, parsed, text));
+    return parsed as T;
+  }
+
+  const id = (s: string) => encodeURIComponent(s);
+
+  return {
+    baseUrl,
+    listJobs: () => request<JobView[]>('GET', '/jobs'),
+    getJob: (jobId) => request<JobView>('GET', `/jobs/${id(jobId)}`),
+    createJob: (spec) => request<JobView>('POST', '/jobs', JSON.stringify(spec), 'application/json'),
+    cancelJob: (jobId) => request<JobView>('POST', `/jobs/${id(jobId)}/cancel`),
+    uploadDataset: (data) => {
+      const body: BodyInit = data instanceof Uint8Array ? (data as Uint8Array<ArrayBuffer>) : data;
+      return request<DatasetView>('POST', '/datasets', body, 'application/octet-stream');
+    },
+    listDatasets: () => request<DatasetView[]>('GET', '/datasets'),
+    modelUrl: (jobId) => `${api}/jobs/${id(jobId)}/model/model.json`,
+    openapi: () => request<Record<string, unknown>>('GET', '/openapi.json'),
+  };
+}
+
+function toApiError(res: Response, parsed: unknown, text: string): ApiError {
+  const p = (parsed && typeof parsed === 'object' ? parsed : {}) as Partial<ApiError>;
+  return {
+    statusCode: typeof p.statusCode === 'number' ? p.statusCode : res.status,
+    error: typeof p.error === 'string' ? p.error : res.statusText || 'Error',
+    message: typeof p.message === 'string' ? p.message : text.slice(0, 300) || `HTTP ${res.status}`,
+    field: typeof p.field === 'string' ? p.field : undefined,
+  };
+}

@@ -1,0 +1,44 @@
+import type { WorkerEvent } from '../../shared/worker-client/worker-loop.js';
+import type { BackendName } from './settings.js';
+
+/** Messages between a page and its training Web Worker (web/volunteer/train.worker.ts). */
+
+export type PauseReason = 'user' | 'hidden' | 'battery';
+
+export interface StartConfig {
+  coordinatorUrl: string;
+  account: string;
+  backend: BackendName;
+  adapter?: string;
+  capabilities?: Record<string, unknown>;
+  intensity: number;
+  autoReconnect: boolean;
+  cacheCapBytes: number;
+  /** Pause reasons already in force when the loop starts (tab hidden, battery low). */
+  pausedFor: PauseReason[];
+}
+
+export type PageToWorker =
+  /** Benchmarks the backends in order; with untilDecided, stops at the first one chooseBackend would take. */
+  | { type: 'benchmark'; backends: BackendName[]; untilDecided?: boolean }
+  | { type: 'start'; config: StartConfig }
+  | { type: 'pause'; reason: PauseReason }
+  | { type: 'resume'; reason: PauseReason }
+  | { type: 'settings'; intensity?: number; cacheCapBytes?: number }
+  | { type: 'stop' };
+
+export interface BenchmarkResult {
+  backend: BackendName;
+  /** Training examples per second on the benchmark model; 0 when the backend failed. */
+  examplesPerSecond: number;
+  /** Wall time of the whole benchmark of this backend, loading and kernel compilation included. */
+  ms?: number;
+  error?: string;
+}
+
+export type WorkerToPage =
+  | { type: 'event'; event: WorkerEvent }
+  | { type: 'benchmark'; results: BenchmarkResult[] }
+  | { type: 'backend'; backend: BackendName }
+  | { type: 'stopped' }
+  | { type: 'fatal'; message: string };
