@@ -21,6 +21,11 @@ export const DEFAULT_MOMENTUM = 0.9;
  */
 export const OPTIMIZER_SLOT_PREFIX = '@opt/';
 
+/** A zero variable shaped like v. Inside tidy, or the initial tensor would outlive the variable. */
+function zeroSlot(v: tf.Tensor): tf.Variable {
+  return tf.tidy(() => tf.zerosLike(v).variable(false));
+}
+
 export interface SlotTensor {
   name: string;
   variable: tf.Variable;
@@ -55,17 +60,17 @@ export class InnerOptimizerState {
         this.slotIndex.push([this.slots.length]);
         this.slots.push({
           name: `${OPTIMIZER_SLOT_PREFIX}${names[i]}/momentum`,
-          variable: tf.zerosLike(v).variable(false),
+          variable: zeroSlot(v),
         });
       });
     } else if (this.type === 'adam') {
       // Like tf.train.adam: accBeta starts at beta (not 1) and is multiplied after each step.
-      this.accBeta1 = tf.scalar(ADAM_BETA1).variable(false);
-      this.accBeta2 = tf.scalar(ADAM_BETA2).variable(false);
+      this.accBeta1 = tf.tidy(() => tf.scalar(ADAM_BETA1).variable(false));
+      this.accBeta2 = tf.tidy(() => tf.scalar(ADAM_BETA2).variable(false));
       variables.forEach((v, i) => {
         this.slotIndex.push([this.slots.length, this.slots.length + 1]);
-        this.slots.push({ name: `${OPTIMIZER_SLOT_PREFIX}${names[i]}/m`, variable: tf.zerosLike(v).variable(false) });
-        this.slots.push({ name: `${OPTIMIZER_SLOT_PREFIX}${names[i]}/v`, variable: tf.zerosLike(v).variable(false) });
+        this.slots.push({ name: `${OPTIMIZER_SLOT_PREFIX}${names[i]}/m`, variable: zeroSlot(v) });
+        this.slots.push({ name: `${OPTIMIZER_SLOT_PREFIX}${names[i]}/v`, variable: zeroSlot(v) });
       });
       this.slots.push({ name: `${OPTIMIZER_SLOT_PREFIX}accBeta1`, variable: this.accBeta1 });
       this.slots.push({ name: `${OPTIMIZER_SLOT_PREFIX}accBeta2`, variable: this.accBeta2 });

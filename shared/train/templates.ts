@@ -3,6 +3,7 @@ import * as tf from '@tensorflow/tfjs';
 /**
  * Ready-made model JSON for the built-in MNIST dataset. Layers and the model are named explicitly so the JSON
  * (and so the model cache key and the weight names) is the same on every call, in every process.
+ * Building needs an initialised tfjs backend (await tf.ready() / tf.setBackend() first).
  */
 
 function toJson(model: tf.LayersModel): object {
