@@ -9,7 +9,8 @@ import { sameShapes } from './weights-format.js';
  *   update = nesterov ? g + mu * m : m
  *   params = params - lr * update
  *
- * With lr = 1 and mu = 0 this is params + meanDelta exactly (each step is a negation, so no rounding is added).
+ * With lr = 1 and mu = 0 this is params + meanDelta exactly in float32 (each step is a negation or adds zero, so no
+ * rounding is introduced; only the sign of a zero result can differ).
  */
 
 export interface OuterStepOptions {
