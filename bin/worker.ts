@@ -1,6 +1,6 @@
 import { parseArgs } from 'node:util';
-import type { NodeBackend } from './node-backend.js';
 import { runHeadlessWorker } from './headless-worker.js';
+import type { NodeBackend } from './node-backend.js';
 
 /**
  * `npm run worker -- --coordinator http://localhost:8080 --account 0x…` trains units until Ctrl-C, which releases
@@ -44,7 +44,9 @@ const worker = await runHeadlessWorker({
     }
   },
 });
-console.log(`swarmgrad worker on ${worker.choice.backend}${worker.choice.adapter ? ` (${worker.choice.adapter})` : ''} -> ${values.coordinator}`);
+console.log(
+  `swarmgrad worker on ${worker.choice.backend}${worker.choice.adapter ? ` (${worker.choice.adapter})` : ''} -> ${values.coordinator}`,
+);
 
 let stopping = false;
 process.on('SIGINT', () => {

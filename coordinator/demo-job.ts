@@ -5,7 +5,7 @@ import { mnistMlpModel } from '../shared/train/templates.js';
  * The demo job `npm start` queues: an MNIST MLP trained DiLoCo-style to 95% held-out accuracy. Units are short
  * (H = 40 steps of 32 examples) so a browser tab finishes one in seconds.
  */
-export function demoJobSpec(overrides: Partial<JobSpec> = {}): Omit<JobSpec, 'model'> & { model: object } {
+export function demoJobSpec(overrides: Partial<JobSpec> = {}): JobSpec {
   return {
     name: 'MNIST digits (demo)',
     model: mnistMlpModel(128),

@@ -4,8 +4,8 @@ import { ApiError as ApiErrorSchema, JobSpec, JobView } from '../../shared/proto
 import { checkModelJson } from '../../shared/train/model-allowlist.js';
 import { getJobRow, type JobRow, jobView } from '../scheduler/job-repo.js';
 import { type Scheduler, SchedulerError } from '../scheduler/scheduler.js';
-import type { Db } from '../store/db.js';
 import type { DatasetRepo } from '../store/datasets.js';
+import type { Db } from '../store/db.js';
 import { ApiError } from './errors.js';
 
 export interface JobsApiOptions {
@@ -80,13 +80,27 @@ export async function jobsApi(app: FastifyInstance, opts: JobsApiOptions): Promi
 
   app.get(
     '/api/v1/jobs/:id',
-    { schema: { tags: ['jobs'], summary: 'A job with its metrics', params: IdParams, response: { 200: JobView, ...errors } } },
+    {
+      schema: {
+        tags: ['jobs'],
+        summary: 'A job with its metrics',
+        params: IdParams,
+        response: { 200: JobView, ...errors },
+      },
+    },
     async (req) => jobView(db, await loadJob((req.params as { id: string }).id), true),
   );
 
   app.post(
     '/api/v1/jobs/:id/cancel',
-    { schema: { tags: ['jobs'], summary: 'Cancel a job', params: IdParams, response: { 200: JobView, ...errors, 409: ApiErrorSchema } } },
+    {
+      schema: {
+        tags: ['jobs'],
+        summary: 'Cancel a job',
+        params: IdParams,
+        response: { 200: JobView, ...errors, 409: ApiErrorSchema },
+      },
+    },
     async (req) => {
       const job = await loadJob((req.params as { id: string }).id);
       if (job.status !== 'queued' && job.status !== 'running') {

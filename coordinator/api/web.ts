@@ -21,7 +21,8 @@ export async function webApp(app: FastifyInstance, opts: { webDir: string }): Pr
     return;
   }
   await app.register(fastifyStatic, { root, prefix: '/', index: ['index.html'], wildcard: true });
-  const page = (file: string) => async (_req: unknown, reply: { sendFile: (f: string) => unknown }) => reply.sendFile(file);
+  const page = (file: string) => async (_req: unknown, reply: { sendFile: (f: string) => unknown }) =>
+    reply.sendFile(file);
   app.get('/requester', page('requester.html'));
   app.get('/requester/*', page('requester.html'));
   app.get('/widget/frame', page('widget-frame.html'));

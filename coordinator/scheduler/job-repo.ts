@@ -1,5 +1,6 @@
 import { randomUUID } from 'node:crypto';
 import type { JobSpec, JobView, RoundMetric } from '../../shared/protocol/job-spec.js';
+import { effectiveCheckpointEvery } from '../../shared/train/train-unit.js';
 import type { Queryable } from '../store/db.js';
 
 /** A job row as stored. `round` counts completed rounds and is the index of the round in progress. */
@@ -25,11 +26,9 @@ export function newJobId(): string {
   return `job_${randomUUID().replaceAll('-', '').slice(0, 20)}`;
 }
 
-/** H/8 by default, at least 1: the number of checkpoint hashes a unit commits is ceil(H / k). */
+/** k for a job (H/8 unless set): a unit commits ceil(H / k) checkpoint hashes. */
 export function checkpointEvery(spec: JobSpec): number {
-  return spec.verification.checkpointEvery > 0
-    ? Math.min(spec.verification.checkpointEvery, spec.localSteps)
-    : Math.max(1, Math.floor(spec.localSteps / 8));
+  return effectiveCheckpointEvery(spec.localSteps, spec.verification.checkpointEvery);
 }
 
 export async function getJobRow(q: Queryable, id: string): Promise<JobRow | null> {

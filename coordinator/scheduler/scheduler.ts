@@ -1,9 +1,9 @@
 import { randomBytes, randomUUID } from 'node:crypto';
 import { EventEmitter } from 'node:events';
 import * as tf from '@tensorflow/tfjs';
+import { sha256Hex } from '../../shared/hash.js';
 import type { JobSpec } from '../../shared/protocol/job-spec.js';
 import type { LeaseMsg, ResultHeader } from '../../shared/protocol/messages.js';
-import { sha256Hex } from '../../shared/hash.js';
 import { deriveDataSeed } from '../../shared/train/assign.js';
 import { evaluateModel } from '../../shared/train/evaluate.js';
 import { outerStep } from '../../shared/train/outer-optimizer.js';
@@ -124,7 +124,8 @@ export class Scheduler extends EventEmitter {
         )
       ).rows;
     });
-    for (const l of revoked ?? []) this.emit('revoke', { leaseId: l.id, workerId: l.worker_id, reason: 'job cancelled' });
+    for (const l of revoked ?? [])
+      this.emit('revoke', { leaseId: l.id, workerId: l.worker_id, reason: 'job cancelled' });
     if (revoked) this.emit('job', { jobId: id, status: 'cancelled' });
     return getJobRow(this.db, id);
   }
@@ -173,11 +174,10 @@ export class Scheduler extends EventEmitter {
       const leaseId = `lease_${randomUUID().replaceAll('-', '')}`;
       const token = randomBytes(24).toString('hex');
       const deadline = now + u.spec.unitDeadlineMs;
-      await q.query(`UPDATE units SET status = 'leased', attempts = attempts + 1 WHERE job_id = $1 AND round = $2 AND idx = $3`, [
-        u.job_id,
-        u.round,
-        u.idx,
-      ]);
+      await q.query(
+        `UPDATE units SET status = 'leased', attempts = attempts + 1 WHERE job_id = $1 AND round = $2 AND idx = $3`,
+        [u.job_id, u.round, u.idx],
+      );
       await q.query(
         `INSERT INTO leases (id, token, job_id, round, idx, worker_id, account, status, deadline, created_at)
          VALUES ($1, $2, $3, $4, $5, $6, $7, 'active', $8, $9)`,
@@ -304,11 +304,10 @@ export class Scheduler extends EventEmitter {
     if (!job || job.status !== 'running') return reject('job_not_running', `the job is ${job?.status ?? 'gone'}`);
     if (job.round !== lease.round) return reject('unit_already_completed', 'the round of this unit is over');
     const unit = (
-      await this.db.query<{ status: string }>('SELECT status FROM units WHERE job_id = $1 AND round = $2 AND idx = $3', [
-        lease.job_id,
-        lease.round,
-        lease.idx,
-      ])
+      await this.db.query<{ status: string }>(
+        'SELECT status FROM units WHERE job_id = $1 AND round = $2 AND idx = $3',
+        [lease.job_id, lease.round, lease.idx],
+      )
     ).rows[0];
     if (unit?.status === 'done') return reject('unit_already_completed', 'another result for this unit was accepted');
 
@@ -403,7 +402,14 @@ export class Scheduler extends EventEmitter {
         [lease.id, Date.now(), `${code}: ${reason}`],
       );
       if (l.rowCount === 0) return;
-      await this.insertResult(q, `res_${randomUUID().replaceAll('-', '')}`, lease, header, 'rejected', `${code}: ${reason}`);
+      await this.insertResult(
+        q,
+        `res_${randomUUID().replaceAll('-', '')}`,
+        lease,
+        header,
+        'rejected',
+        `${code}: ${reason}`,
+      );
       await this.reofferUnit(q, lease.job_id, lease.round, lease.idx);
     });
     this.emit('work');
@@ -484,7 +490,10 @@ export class Scheduler extends EventEmitter {
     const params = await this.weights.get(job.weights_hash);
     const momentum = job.momentum_hash ? await this.weights.get(job.momentum_hash) : null;
     const next = outerStep(params, mean, momentum, spec.outer);
-    const [weightsHash, momentumHash] = await Promise.all([this.weights.put(next.params), this.weights.put(next.momentum)]);
+    const [weightsHash, momentumHash] = await Promise.all([
+      this.weights.put(next.params),
+      this.weights.put(next.momentum),
+    ]);
 
     const model = await this.loadModelJson(job.model_hash);
     const dataset = await this.datasets.load(job.dataset_id);

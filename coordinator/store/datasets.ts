@@ -33,7 +33,16 @@ export class DatasetRepo {
     await this.db.query(
       `INSERT INTO datasets (id, name, examples, train_examples, feature_shape, num_classes, bytes, builtin)
        VALUES ($1, $2, $3, $4, $5, $6, $7, $8) ON CONFLICT DO NOTHING`,
-      [id, ds.name, ds.examples, ds.trainExamples, JSON.stringify(ds.featureShape), ds.numClasses, bytes.length, builtin],
+      [
+        id,
+        ds.name,
+        ds.examples,
+        ds.trainExamples,
+        JSON.stringify(ds.featureShape),
+        ds.numClasses,
+        bytes.length,
+        builtin,
+      ],
     );
     this.decoded.set(id, ds);
     return toView({

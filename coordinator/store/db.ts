@@ -1,4 +1,7 @@
-import { mkdirSync } from 'node:fs';
+import { existsSync, mkdirSync, readFileSync, renameSync, rmSync, writeFileSync } from 'node:fs';
+import { createRequire } from 'node:module';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
 import { PGlite } from '@electric-sql/pglite';
 import pg from 'pg';
 
@@ -28,8 +31,44 @@ export interface OpenDbOptions {
 }
 
 export async function openDb(opts: OpenDbOptions): Promise<Db> {
-  if (opts.databaseUrl && /^postgres(ql)?:\/\//.test(opts.databaseUrl)) return openPostgres(opts.databaseUrl, opts.schema);
+  if (opts.databaseUrl && /^postgres(ql)?:\/\//.test(opts.databaseUrl))
+    return openPostgres(opts.databaseUrl, opts.schema);
   return openPglite(opts.dataDir);
+}
+
+/**
+ * initdb inside PGlite takes several seconds on these machines; a fresh cluster dumped once and loaded into every new
+ * database takes about one. The template sits in the OS temp folder, keyed by the PGlite version.
+ */
+const PGLITE_VERSION = (() => {
+  // The package does not export its package.json; find it beside the resolved entry point.
+  const entry = createRequire(import.meta.url).resolve('@electric-sql/pglite');
+  const pkg = join(entry.slice(0, entry.lastIndexOf('/dist/')), 'package.json');
+  return (JSON.parse(readFileSync(pkg, 'utf8')) as { version: string }).version;
+})();
+const TEMPLATE = join(tmpdir(), `swarmgrad-pglite-template-${PGLITE_VERSION}.tar`);
+
+async function newPglite(dir: string | undefined): Promise<PGlite> {
+  const fresh = dir === undefined || !existsSync(dir);
+  if (fresh && existsSync(TEMPLATE)) {
+    try {
+      const pgl = new PGlite(dir, { loadDataDir: new Blob([readFileSync(TEMPLATE)]) });
+      await pgl.waitReady;
+      return pgl;
+    } catch {
+      // A damaged template: fall back to initdb below and write a new one.
+      if (dir) rmSync(dir, { recursive: true, force: true });
+    }
+  }
+  const pgl = new PGlite(dir);
+  await pgl.waitReady;
+  if (fresh) {
+    const dump = await pgl.dumpDataDir('none');
+    const tmp = `${TEMPLATE}.${process.pid}.tmp`;
+    writeFileSync(tmp, new Uint8Array(await dump.arrayBuffer()));
+    renameSync(tmp, TEMPLATE);
+  }
+  return pgl;
 }
 
 async function openPglite(dataDir: string): Promise<Db> {
@@ -38,8 +77,7 @@ async function openPglite(dataDir: string): Promise<Db> {
     mkdirSync(dataDir, { recursive: true });
     dir = `${dataDir}/pglite`;
   }
-  const pgl = new PGlite(dir);
-  await pgl.waitReady;
+  const pgl = await newPglite(dir);
   const wrap = (q: Pick<PGlite, 'query'>): Queryable => ({
     async query<T>(sql: string, params?: unknown[]) {
       const r = await q.query<T>(sql, params as unknown[]);
@@ -60,14 +98,21 @@ async function openPglite(dataDir: string): Promise<Db> {
 
 async function openPostgres(url: string, schema?: string): Promise<Db> {
   if (schema && !/^[a-z_][a-z0-9_]*$/.test(schema)) throw new Error(`invalid schema name ${schema}`);
-  const pool = new pg.Pool({ connectionString: url, max: 10 });
   if (schema) {
-    await pool.query(`CREATE SCHEMA IF NOT EXISTS ${schema}`);
-    pool.on('connect', (client) => {
-      client.query(`SET search_path TO ${schema}`).catch(() => {});
-    });
-    // Connections opened before the listener existed do not carry the search_path: start clean.
+    const admin = new pg.Client({ connectionString: url });
+    await admin.connect();
+    try {
+      await admin.query(`CREATE SCHEMA IF NOT EXISTS ${schema}`);
+    } finally {
+      await admin.end();
+    }
   }
+  // The search_path travels as a startup option, so every pooled connection has it before its first query.
+  const pool = new pg.Pool({
+    connectionString: url,
+    max: 10,
+    options: schema ? `-c search_path=${schema}` : undefined,
+  });
   // int8 (COUNT, SUM of bigint) as JS numbers: every count here stays far below 2^53.
   pg.types.setTypeParser(20, (v) => Number(v));
   pg.types.setTypeParser(1700, (v) => Number(v));

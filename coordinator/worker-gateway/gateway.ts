@@ -13,14 +13,17 @@ import {
   type ServerMessage,
 } from '../../shared/protocol/messages.js';
 import { decodeResultEnvelope } from '../../shared/protocol/result-envelope.js';
-import type { Db } from '../store/db.js';
 import type { Scheduler, WorkerIdentity } from '../scheduler/scheduler.js';
+import type { Db } from '../store/db.js';
 
 const checkClientMessage = TypeCompiler.Compile(ClientMessage);
 const checkResultHeader = TypeCompiler.Compile(ResultHeader);
 
 /** Verifies a hello's proof of account ownership; the accounts layer plugs in here. Returns an error or null. */
-export type HelloAuthenticator = (hello: HelloMsg, remoteAddress: string) => Promise<{ account: string } | { error: string }>;
+export type HelloAuthenticator = (
+  hello: HelloMsg,
+  remoteAddress: string,
+) => Promise<{ account: string } | { error: string }>;
 
 export interface GatewayOptions {
   scheduler: Scheduler;
@@ -93,11 +96,17 @@ async function gateway(app: FastifyInstance, opts: GatewayOptions): Promise<void
   }, 10_000);
   heartbeat.unref();
 
+  let shuttingDown = false;
   app.addHook('onClose', async () => {
+    shuttingDown = true;
     clearInterval(heartbeat);
     scheduler.off('work', onWork);
     scheduler.off('revoke', onRevoke);
-    for (const c of connections.values()) c.socket.close(CloseCode.GoingAway, 'coordinator shutting down');
+    // Detach while the store is still open: the units go back on offer, the leases stay resumable.
+    for (const c of connections.values()) {
+      if (c.who) await scheduler.detachWorker(c.who.workerId).catch(() => {});
+      c.socket.close(CloseCode.GoingAway, 'coordinator shutting down');
+    }
   });
 
   app.get('/api/v1/worker', { websocket: true }, (socket, req) => {
@@ -126,7 +135,7 @@ async function gateway(app: FastifyInstance, opts: GatewayOptions): Promise<void
     socket.on('close', () => {
       clearTimeout(helloTimer);
       connections.delete(workerId);
-      if (c.who) {
+      if (c.who && !shuttingDown) {
         chain = chain.then(() =>
           scheduler.detachWorker(workerId).catch((err) => app.log.error({ err }, 'detach failed')),
         );
@@ -142,7 +151,11 @@ async function gateway(app: FastifyInstance, opts: GatewayOptions): Promise<void
       }
       if (!checkClientMessage.Check(raw)) {
         const first = checkClientMessage.Errors(raw).First();
-        return fail(CloseCode.BadMessage, 'bad_message', `message breaks the schema at ${first?.path || '/'}: ${first?.message}`);
+        return fail(
+          CloseCode.BadMessage,
+          'bad_message',
+          `message breaks the schema at ${first?.path || '/'}: ${first?.message}`,
+        );
       }
       const msg = raw as ClientMessage;
       if (msg.type === 'hello') return onHello(msg);
@@ -161,7 +174,11 @@ async function gateway(app: FastifyInstance, opts: GatewayOptions): Promise<void
     const onHello = async (hello: HelloMsg) => {
       if (c.who) return fail(CloseCode.BadMessage, 'bad_message', 'hello sent twice');
       if (hello.protocol !== PROTOCOL_VERSION) {
-        return fail(CloseCode.BadVersion, 'bad_version', `protocol ${hello.protocol} unsupported; use ${PROTOCOL_VERSION}`);
+        return fail(
+          CloseCode.BadVersion,
+          'bad_version',
+          `protocol ${hello.protocol} unsupported; use ${PROTOCOL_VERSION}`,
+        );
       }
       let account = hello.account;
       if (opts.authenticate) {

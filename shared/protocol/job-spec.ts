@@ -21,7 +21,11 @@ export const OuterOptimizer = Type.Object(
     momentum: Type.Number({ minimum: 0, maximum: 0.9999, default: 0.9 }),
     nesterov: Type.Boolean({ default: true }),
   },
-  { additionalProperties: false, default: {}, description: 'DiLoCo outer optimizer applied to the mean delta of a round.' },
+  {
+    additionalProperties: false,
+    default: {},
+    description: 'DiLoCo outer optimizer applied to the mean delta of a round.',
+  },
 );
 export type OuterOptimizer = Static<typeof OuterOptimizer>;
 

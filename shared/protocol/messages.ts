@@ -41,7 +41,9 @@ export const HelloMsg = Type.Object({
   backend: Type.String({ maxLength: 32 }),
   capabilities: Capabilities,
   /** Signed challenge answer (filled in by the accounts layer). */
-  auth: Type.Optional(Type.Object({ message: Type.String(), signature: Type.String() }, { additionalProperties: true })),
+  auth: Type.Optional(
+    Type.Object({ message: Type.String(), signature: Type.String() }, { additionalProperties: true }),
+  ),
   /** Leases this worker still holds from an earlier connection, to keep them across a reconnect. */
   resume: Type.Optional(Type.Array(Type.Object({ leaseId: Type.String(), token: Type.String() }), { maxItems: 16 })),
 });

@@ -1,11 +1,4 @@
-import type {
-  Capabilities,
-  HelloMsg,
-  LeaseMsg,
-  ResultHeader,
-  ServerMessage,
-  UnitSpec,
-} from '../protocol/messages.js';
+import type { Capabilities, HelloMsg, LeaseMsg, ResultHeader, ServerMessage, UnitSpec } from '../protocol/messages.js';
 import { PROTOCOL_VERSION } from '../protocol/messages.js';
 import { encodeResultEnvelope } from '../protocol/result-envelope.js';
 import { assignExamples } from '../train/assign.js';
@@ -21,7 +14,15 @@ import { type BlobSource, httpBlobSource } from './blob-source.js';
  * the unit in hand while its lease is still valid.
  */
 
-export type WorkerState = 'idle' | 'connecting' | 'downloading' | 'training' | 'uploading' | 'paused' | 'offline' | 'stopped';
+export type WorkerState =
+  | 'idle'
+  | 'connecting'
+  | 'downloading'
+  | 'training'
+  | 'uploading'
+  | 'paused'
+  | 'offline'
+  | 'stopped';
 
 export interface Receipt {
   leaseId: string;
@@ -254,7 +255,11 @@ export class WorkerLoop {
         const held = this.current;
         if (held && !msg.resumed.includes(held.lease.leaseId)) {
           // The coordinator gave the unit to someone else while we were away: drop it.
-          this.emit({ type: 'log', level: 'warn', message: `lease ${held.lease.leaseId} was not kept across reconnect` });
+          this.emit({
+            type: 'log',
+            level: 'warn',
+            message: `lease ${held.lease.leaseId} was not kept across reconnect`,
+          });
           this.abortLease = held.lease.leaseId;
           this.current = null;
         }

@@ -1,0 +1,139 @@
+import { type ChildProcess, spawn } from 'node:child_process';
+import { mkdtempSync, rmSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import pg from 'pg';
+import { type Coordinator, startCoordinator } from '../../coordinator/app.js';
+import type { CoordinatorConfig } from '../../coordinator/config.js';
+import type { JobSpec, JobView } from '../../shared/protocol/job-spec.js';
+import { mnistMlpModel } from '../../shared/train/templates.js';
+import { newSchemaName, type StoreKind, TEST_DATABASE_URL } from './stores.js';
+
+export interface TestCoordinator extends Coordinator {
+  dataDir: string;
+  /** Stops and deletes everything the coordinator stored (the temp folder, the PostgreSQL schema). */
+  destroy(): Promise<void>;
+}
+
+/** Store settings for a throwaway coordinator; pass the same object again to restart on the same store. */
+export function testStore(kind: StoreKind): Partial<CoordinatorConfig> {
+  const dataDir = mkdtempSync(join(tmpdir(), 'swarmgrad-'));
+  return kind === 'postgres'
+    ? { dataDir, databaseUrl: TEST_DATABASE_URL, databaseSchema: newSchemaName() }
+    : { dataDir, databaseUrl: undefined };
+}
+
+export async function startTestCoordinator(
+  store: Partial<CoordinatorConfig>,
+  overrides: Partial<CoordinatorConfig> = {},
+) {
+  const c = await startCoordinator({
+    port: 0,
+    host: '127.0.0.1',
+    logLevel: 'warn',
+    sweepEveryMs: 200,
+    idleRetryMs: 300,
+    webDir: join(process.cwd(), 'dist/web'),
+    ...store,
+    ...overrides,
+  });
+  const tc = c as TestCoordinator;
+  tc.dataDir = c.config.dataDir;
+  tc.destroy = async () => {
+    await c.close();
+    if (c.config.databaseSchema) await dropSchema(c.config.databaseSchema);
+    rmSync(c.config.dataDir, { recursive: true, force: true });
+  };
+  return tc;
+}
+
+async function dropSchema(schema: string): Promise<void> {
+  const client = new pg.Client({ connectionString: TEST_DATABASE_URL });
+  await client.connect();
+  try {
+    await client.query(`DROP SCHEMA IF EXISTS ${schema} CASCADE`);
+  } finally {
+    await client.end();
+  }
+}
+
+/** A small MNIST job that a few wasm workers finish in well under a minute. */
+export function smallMnistJob(overrides: Partial<JobSpec> = {}): Record<string, unknown> {
+  return {
+    name: 'test mnist',
+    model: mnistMlpModel(32),
+    dataset: 'mnist',
+    loss: 'categoricalCrossentropy',
+    optimizer: { type: 'adam', learningRate: 0.003 },
+    batchSize: 32,
+    localSteps: 24,
+    unitsPerRound: 3,
+    rounds: 40,
+    targetAccuracy: 0.9,
+    outer: { learningRate: 1, momentum: 0.5, nesterov: true },
+    seed: 3,
+    unitDeadlineMs: 60_000,
+    ...overrides,
+  };
+}
+
+/** A headless worker in its own process (`bin/worker.ts`), so it can be killed like a real one. */
+export function spawnWorker(url: string, account: string, backend = 'wasm'): ChildProcess & { output: string[] } {
+  const child = spawn(
+    process.execPath,
+    ['--import', 'tsx', 'bin/worker.ts', '--coordinator', url, '--account', account, '--backend', backend, '--quiet'],
+    { cwd: process.cwd(), stdio: ['ignore', 'pipe', 'pipe'], env: { ...process.env, LOG_LEVEL: 'warn' } },
+  ) as ChildProcess & { output: string[] };
+  child.output = [];
+  child.stdout?.on('data', (d) => child.output.push(String(d)));
+  child.stderr?.on('data', (d) => child.output.push(String(d)));
+  return child;
+}
+
+export async function stopWorkers(workers: ChildProcess[]): Promise<void> {
+  await Promise.all(
+    workers.map(
+      (w) =>
+        new Promise<void>((resolve) => {
+          if (w.exitCode !== null || w.signalCode !== null) return resolve();
+          w.once('exit', () => resolve());
+          w.kill('SIGKILL');
+        }),
+    ),
+  );
+}
+
+export async function waitFor<T>(
+  what: string,
+  fn: () => Promise<T | undefined | null | false>,
+  timeoutMs = 90_000,
+): Promise<T> {
+  const end = Date.now() + timeoutMs;
+  let last: unknown;
+  while (Date.now() < end) {
+    try {
+      const v = await fn();
+      if (v) return v;
+    } catch (err) {
+      last = err;
+    }
+    await new Promise((r) => setTimeout(r, 150));
+  }
+  throw new Error(`timed out waiting for ${what}${last ? `: ${String(last)}` : ''}`);
+}
+
+export async function getJob(url: string, id: string): Promise<JobView> {
+  const res = await fetch(`${url}/api/v1/jobs/${id}`);
+  if (!res.ok) throw new Error(`GET job ${id}: ${res.status}`);
+  return (await res.json()) as JobView;
+}
+
+export async function postJob(url: string, spec: Record<string, unknown>): Promise<JobView> {
+  const res = await fetch(`${url}/api/v1/jobs`, {
+    method: 'POST',
+    headers: { 'content-type': 'application/json' },
+    body: JSON.stringify(spec),
+  });
+  if (res.status !== 201) throw new Error(`POST job: ${res.status} ${await res.text()}`);
+  return (await res.json()) as JobView;
+}

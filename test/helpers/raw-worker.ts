@@ -1,0 +1,161 @@
+import WebSocket from 'ws';
+import { sha256Hex } from '../../shared/hash.js';
+import type { LeaseMsg, ResultHeader, ServerMessage } from '../../shared/protocol/messages.js';
+import { PROTOCOL_VERSION } from '../../shared/protocol/messages.js';
+import { encodeResultEnvelope } from '../../shared/protocol/result-envelope.js';
+import { assignExamples } from '../../shared/train/assign.js';
+import { decodeDataset } from '../../shared/train/dataset-format.js';
+import { trainUnit } from '../../shared/train/train-unit.js';
+import type { TrainUnitOutput, WeightSet } from '../../shared/train/types.js';
+import { decodeWeights, encodeWeights } from '../../shared/train/weights-format.js';
+
+/**
+ * A protocol client driven step by step by a test: it can hold a lease, vanish, come back late, or send results that
+ * an honest worker never would.
+ */
+export class RawWorker {
+  readonly ws: WebSocket;
+  private inbox: ServerMessage[] = [];
+  private waiters: ((m: ServerMessage) => void)[] = [];
+  closed: Promise<{ code: number; reason: string }>;
+
+  constructor(
+    readonly url: string,
+    readonly account: string,
+  ) {
+    this.ws = new WebSocket(`${url.replace(/^http/, 'ws')}/api/v1/worker`);
+    this.ws.on('message', (data, isBinary) => {
+      if (isBinary) return;
+      const msg = JSON.parse(String(data)) as ServerMessage;
+      const w = this.waiters.shift();
+      if (w) w(msg);
+      else this.inbox.push(msg);
+    });
+    this.closed = new Promise((resolve) =>
+      this.ws.on('close', (code, reason) => resolve({ code, reason: String(reason) })),
+    );
+  }
+
+  async open(): Promise<void> {
+    if (this.ws.readyState === WebSocket.OPEN) return;
+    await new Promise<void>((resolve, reject) => {
+      this.ws.once('open', () => resolve());
+      this.ws.once('error', reject);
+    });
+  }
+
+  send(msg: object | string): void {
+    this.ws.send(typeof msg === 'string' ? msg : JSON.stringify(msg));
+  }
+
+  next(timeoutMs = 30_000): Promise<ServerMessage> {
+    const m = this.inbox.shift();
+    if (m) return Promise.resolve(m);
+    return new Promise((resolve, reject) => {
+      const t = setTimeout(() => reject(new Error('no message from coordinator')), timeoutMs);
+      this.waiters.push((msg) => {
+        clearTimeout(t);
+        resolve(msg);
+      });
+    });
+  }
+
+  /** Next message of a type, skipping others (idle, revoke…). */
+  async nextOf<T extends ServerMessage['type']>(
+    type: T,
+    timeoutMs = 30_000,
+  ): Promise<Extract<ServerMessage, { type: T }>> {
+    const end = Date.now() + timeoutMs;
+    for (;;) {
+      const m = await this.next(Math.max(1, end - Date.now()));
+      if (m.type === type) return m as Extract<ServerMessage, { type: T }>;
+    }
+  }
+
+  async hello(resume?: { leaseId: string; token: string }[]): Promise<void> {
+    await this.open();
+    this.send({
+      type: 'hello',
+      protocol: PROTOCOL_VERSION,
+      account: this.account,
+      backend: 'wasm',
+      capabilities: { backends: ['wasm'] },
+      ...(resume ? { resume } : {}),
+    });
+    await this.nextOf('welcome');
+  }
+
+  /** Asks for work until a lease arrives. */
+  async lease(timeoutMs = 30_000): Promise<LeaseMsg> {
+    const end = Date.now() + timeoutMs;
+    while (Date.now() < end) {
+      this.send({ type: 'request' });
+      const m = await this.next(Math.max(1, end - Date.now()));
+      if (m.type === 'lease') return m;
+      if (m.type === 'idle') await new Promise((r) => setTimeout(r, 100));
+    }
+    throw new Error('no lease');
+  }
+
+  /** Trains the unit honestly with the shared core, exactly as a real worker would. */
+  async train(lease: LeaseMsg): Promise<{ out: TrainUnitOutput; start: WeightSet }> {
+    const get = async (h: string) => new Uint8Array(await (await fetch(`${this.url}/api/v1/blobs/${h}`)).arrayBuffer());
+    const model = JSON.parse(new TextDecoder().decode(await get(lease.unit.modelHash))) as object;
+    const start = decodeWeights(await get(lease.unit.weightsHash));
+    const dataset = decodeDataset(await get(lease.unit.datasetHash));
+    const u = lease.unit;
+    const out = await trainUnit({
+      model,
+      spec: {
+        steps: u.steps,
+        batchSize: u.batchSize,
+        checkpointEvery: u.checkpointEvery,
+        optimizer: u.optimizer,
+        loss: u.loss,
+      },
+      startWeights: start,
+      dataset,
+      indices: assignExamples(u.dataSeed, u.steps, u.batchSize, dataset.trainExamples),
+    });
+    return { out, start };
+  }
+
+  static header(lease: LeaseMsg, out: TrainUnitOutput, payload: Uint8Array): ResultHeader {
+    return {
+      type: 'result',
+      leaseId: lease.leaseId,
+      token: lease.token,
+      deltaHash: sha256Hex(payload),
+      finalHash: out.finalHash,
+      checkpoints: out.checkpoints,
+      losses: out.losses,
+      examples: out.examples,
+      flops: out.flops,
+      backend: out.backend,
+      timings: { totalMs: out.timings.totalMs, trainMs: out.timings.trainMs },
+    };
+  }
+
+  sendResult(header: ResultHeader, delta: WeightSet | Uint8Array): void {
+    const payload = delta instanceof Uint8Array ? delta : encodeWeights(delta);
+    this.ws.send(encodeResultEnvelope(header, payload));
+  }
+
+  /** Sends a result and waits for the ack or reject for that lease. */
+  async submit(header: ResultHeader, delta: WeightSet | Uint8Array): Promise<ServerMessage> {
+    this.sendResult(header, delta);
+    for (;;) {
+      const m = await this.next();
+      if ((m.type === 'ack' || m.type === 'reject') && m.leaseId === header.leaseId) return m;
+    }
+  }
+
+  close(): void {
+    this.ws.close();
+  }
+
+  /** Drops the TCP connection without a close frame, like a crashed tab or a killed process. */
+  vanish(): void {
+    this.ws.terminate();
+  }
+}
