@@ -1,4 +1,9 @@
-import { type Address, addressFromPrivateKey, type PrivateKey } from '../../shared/identity/address.js';
+import {
+  type Address,
+  addressFromPrivateKey,
+  normalizeAddress,
+  type PrivateKey,
+} from '../../shared/identity/address.js';
 import {
   type PayoutDomainOptions,
   type SignedPayoutStatement,
@@ -27,8 +32,10 @@ export async function issuePayoutStatement(
   now: number = Date.now(),
 ): Promise<SignedPayoutStatement> {
   const signerAddress = addressFromPrivateKey(signer.privateKey);
+  const account = normalizeAddress(addr);
+  // Everything below runs on the transaction's own connection: PGlite has one, and a query outside it would wait
+  // for this transaction forever.
   return withRetry(db, async (q) => {
-    const account = (await ledger.balances(addr)).address;
     // Lock the vested account row (when it exists) so statement ids and vested totals are issued in order.
     await q.query('SELECT 1 FROM ledger_accounts WHERE id = $1 FOR NO KEY UPDATE', [workerVested(account).id]);
     const vested = await ledger.cumulativeVested(account, q);
