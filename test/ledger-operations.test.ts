@@ -42,8 +42,8 @@ describe('unitPrice', () => {
     expect(unitPrice(1.5e9, 1_000)).toBe(2);
     expect(unitPrice(1.4999e9, 1_000)).toBe(1);
     expect(unitPrice(0, 1_000)).toBe(0);
-    // Exact where float arithmetic would not be: 123456789012345678 FLOP x 7 micro-credits / 1e12.
-    expect(unitPrice(123456789012345678, 7)).toBe(864198);
+    // The product (~9e18) is far beyond 2^53: computed in BigInt, 8980177656976768027 / 1e12 rounds to 8980178.
+    expect(unitPrice(Number.MAX_SAFE_INTEGER, 997)).toBe(8_980_178);
   });
 
   it('rejects negative, fractional and non-finite inputs', () => {
