@@ -296,20 +296,21 @@ export class Scheduler extends EventEmitter {
     if (lease.token !== header.token) return reject('bad_token', 'the lease token does not match');
     if (lease.account !== who.account) return reject('not_your_lease', 'this lease was issued to another account');
     if (lease.status === 'completed') return reject('duplicate', 'a result for this lease was already accepted');
-    if (lease.status === 'rejected') return reject('lease_closed', 'a result for this lease was already rejected');
-    if (lease.status === 'released' || lease.status === 'revoked') {
-      return reject('lease_ended', `the lease was ${lease.status}`);
-    }
     const job = await getJobRow(this.db, lease.job_id);
     if (!job || job.status !== 'running') return reject('job_not_running', `the job is ${job?.status ?? 'gone'}`);
     if (job.round !== lease.round) return reject('unit_already_completed', 'the round of this unit is over');
     const unit = (
-      await this.db.query<{ status: string }>(
-        'SELECT status FROM units WHERE job_id = $1 AND round = $2 AND idx = $3',
-        [lease.job_id, lease.round, lease.idx],
-      )
+      await this.db.query<{ status: string }>('SELECT status FROM units WHERE job_id = $1 AND round = $2 AND idx = $3', [
+        lease.job_id,
+        lease.round,
+        lease.idx,
+      ])
     ).rows[0];
     if (unit?.status === 'done') return reject('unit_already_completed', 'another result for this unit was accepted');
+    if (lease.status === 'rejected') return reject('lease_closed', 'a result for this lease was already rejected');
+    if (lease.status === 'released' || lease.status === 'revoked') {
+      return reject('lease_ended', `the lease was ${lease.status}`);
+    }
 
     const problem = await this.cheapChecks(job, header, payload);
     if (problem) {
