@@ -1,6 +1,6 @@
 import { describe, expect, it } from 'vitest';
 import { buildMnistDataset, mnistDatasetBytes } from '../coordinator/store/builtin/mnist.js';
-import { sha256Hex } from '../shared/hash.js';
+import { sha256Hex, sha256HexAsync } from '../shared/hash.js';
 import { decodeDataset, describeDataset, encodeDataset } from '../shared/train/dataset-format.js';
 import type { Dataset, WeightSet } from '../shared/train/types.js';
 import {
@@ -10,6 +10,7 @@ import {
   decodeWeights,
   encodeWeights,
   hashWeights,
+  hashWeightsAsync,
   sameShapes,
   scaleWeights,
   subtractWeights,
@@ -73,6 +74,16 @@ describe('SGW1 weights format', () => {
     const body = (8 + len + 3) & ~3;
     expect(bytes.length).toBe(body + 10 * 4);
     expect(new DataView(bytes.buffer).getFloat32(body + 8, true)).toBe(3.5);
+  });
+
+  it('hashes the same with WebCrypto as with the JS implementation', async () => {
+    const bytes = encodeWeights(sampleWeights());
+    expect(await sha256HexAsync(bytes)).toBe(sha256Hex(bytes));
+    expect(await hashWeightsAsync(sampleWeights())).toBe(hashWeights(sampleWeights()));
+    // Known-answer test: sha256("abc").
+    expect(sha256Hex(new TextEncoder().encode('abc'))).toBe(
+      'ba7816bf8f01cfea414140de5dae2223b00361a396177a9cb410ff61f20015ad',
+    );
   });
 
   it('hashes canonically: equal weights give equal hashes, one changed bit changes it', () => {

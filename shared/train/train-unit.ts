@@ -1,10 +1,18 @@
 import * as tf from '@tensorflow/tfjs';
+import { sha256HexAsync } from '../hash.js';
 import { batchSource, HOST_MEMORY_BACKENDS } from './device-dataset.js';
 import { InnerOptimizerState } from './inner-optimizer.js';
 import { meanLoss } from './losses.js';
 import { withModel } from './model-cache.js';
 import type { TrainUnitInput, TrainUnitOutput, TrainUnitSpec, WeightSet } from './types.js';
-import { applyWeights, hashWeights, modelWeightNames, subtractWeights } from './weights-format.js';
+import {
+  applyWeights,
+  cloneWeights,
+  encodeWeights,
+  hashWeightsAsync,
+  modelWeightNames,
+  subtractWeights,
+} from './weights-format.js';
 
 /**
  * One work unit: `steps` optimizer steps of `batchSize` examples from `startWeights`, on the current tfjs backend.
@@ -122,14 +130,13 @@ function loadState(model: tf.LayersModel, opt: InnerOptimizerState, state: Weigh
   opt.load(state.data.slice(n));
 }
 
-async function readState(tensors: tf.Tensor[], names: string[]): Promise<WeightSet> {
+/**
+ * Reads a state without copying where the backend allows. The arrays may be the backend's own storage (cpu), so
+ * they must be encoded or cloned before the next training step replaces the variables' data.
+ */
+async function readStateView(tensors: tf.Tensor[], names: string[]): Promise<WeightSet> {
   const values = await Promise.all(tensors.map((t) => t.data()));
-  return {
-    names: names.slice(),
-    shapes: tensors.map((t) => t.shape.slice()),
-    // Copies: the cpu backend hands out its own storage.
-    data: values.map((v) => new Float32Array(v as Float32Array)),
-  };
+  return { names, shapes: tensors.map((t) => t.shape.slice()), data: values as Float32Array[] };
 }
 
 function now(): number {
@@ -173,10 +180,11 @@ export async function trainUnit(input: TrainUnitInput): Promise<TrainUnitOutput>
       const t1 = now();
 
       const losses: number[] = [];
-      const checkpoints: string[] = [];
+      // Hashes are computed off the training path (WebCrypto) and collected at the end.
+      const checkpointHashes: Promise<string>[] = [];
       const checkpointSteps: number[] = [];
       const checkpointStates: WeightSet[] = [];
-      let lastState: { step: number; state: WeightSet } | null = null;
+      let finalWeights: WeightSet | null = null;
 
       const flushLosses = async () => {
         if (pending.length === 0) return;
@@ -218,11 +226,18 @@ export async function trainUnit(input: TrainUnitInput): Promise<TrainUnitOutput>
         const done = step + 1;
         if (boundaries.has(done)) {
           await flushLosses();
-          const state = await readState(stateTensors(), stateNames);
-          checkpoints.push(hashWeights(state));
+          const view = await readStateView(stateTensors(), stateNames);
+          checkpointHashes.push(sha256HexAsync(encodeWeights(view)));
           checkpointSteps.push(done);
-          if (input.keepCheckpointStates) checkpointStates.push(state);
-          lastState = { step: done, state };
+          if (input.keepCheckpointStates) checkpointStates.push(cloneWeights(view));
+          if (done === to) {
+            const n = weightNames.length;
+            finalWeights = cloneWeights({
+              names: view.names.slice(0, n),
+              shapes: view.shapes.slice(0, n),
+              data: view.data.slice(0, n),
+            });
+          }
         } else if (pending.length >= lossGroup) {
           await flushLosses();
         }
@@ -230,24 +245,22 @@ export async function trainUnit(input: TrainUnitInput): Promise<TrainUnitOutput>
       await flushLosses();
       const t2 = now();
 
-      // `to` is always a boundary, so the final state was just read.
-      const finalState = lastState!.state;
-      const n = weightNames.length;
-      const finalWeights: WeightSet = {
-        names: finalState.names.slice(0, n),
-        shapes: finalState.shapes.slice(0, n),
-        data: finalState.data.slice(0, n).map((d) => d.slice()),
-      };
-      const delta = subtractWeights(finalWeights, input.startWeights);
-      delta.names = finalWeights.names.slice();
+      // `to` is always a boundary, so the final weights were read there.
+      const final = finalWeights!;
+      const delta = subtractWeights(final, input.startWeights);
+      const [checkpoints, finalHash, deltaHash] = await Promise.all([
+        Promise.all(checkpointHashes),
+        hashWeightsAsync(final),
+        hashWeightsAsync(delta),
+      ]);
       const examples = (to - from) * B;
       const output: TrainUnitOutput = {
         delta,
-        finalWeights,
+        finalWeights: final,
         losses,
         checkpoints,
-        finalHash: hashWeights(finalWeights),
-        deltaHash: hashWeights(delta),
+        finalHash,
+        deltaHash,
         examples,
         flops: estimateFlops(trainableParamCount(model), examples),
         backend,

@@ -1,5 +1,5 @@
 import * as tf from '@tensorflow/tfjs';
-import { sha256Hex } from '../hash.js';
+import { sha256Hex, sha256HexAsync } from '../hash.js';
 import {
   allocateContainer,
   isDimArray,
@@ -90,6 +90,11 @@ export function decodeWeights(bytes: Uint8Array): WeightSet {
 /** sha256 hex of the canonical bytes. */
 export function hashWeights(w: WeightSet): string {
   return sha256Hex(encodeWeights(w));
+}
+
+/** hashWeights with native WebCrypto where available: the same value, faster for large models. */
+export function hashWeightsAsync(w: WeightSet): Promise<string> {
+  return sha256HexAsync(encodeWeights(w));
 }
 
 function assertSameShapes(a: WeightSet, b: WeightSet, op: string): void {
