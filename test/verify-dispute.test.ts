@@ -190,7 +190,7 @@ describe('audits and disputes with real training', () => {
     expect(s.dispute?.by).toBe('referee');
     expect(s.dispute?.segment).toEqual([4, 6]);
     expect(s.dispute?.outcome).toBe('b-wins');
-    expect(s.verdicts).toEqual({ a: 'invalid', b: 'valid' });
+    expect(s.verdicts).toEqual({ a: 'invalid', b: 'reaudit' });
     expect(s.reasons.a).toMatch(/mallory: steps \[4, 6\)/);
     expect(referee.segments).toBe(1);
     expect(referee.stepsRun).toBe(K);
@@ -199,7 +199,7 @@ describe('audits and disputes with real training', () => {
     expect(s.dispute?.reveals).toBeLessThanOrEqual(2 * (1 + 3 + 1));
   });
 
-  it('a party that does not answer a reveal within its deadline loses; the answering party is spot-checked', async () => {
+  it('a party that does not answer a reveal within its deadline loses; the other goes to a re-audit', async () => {
     const cheat = await poisonedRun('cpu', 10, 1e-1);
     const engine = new VerificationEngine({ rng: mulberry32Float(3), revealTimeoutMs: 150 });
     await useBackend('wasm');
@@ -210,8 +210,16 @@ describe('audits and disputes with real training', () => {
     expect(Date.now() - t0).toBeLessThan(10_000);
     expect(s.dispute?.by).toBe('forfeit');
     expect(s.dispute?.faults[0]?.code).toBe('reveal-timeout');
-    expect(s.verdicts).toEqual({ a: 'valid', b: 'invalid' });
-    expect(s.spotChecks.a?.ok).toBe(true);
+    expect(s.verdicts).toEqual({ a: 'reaudit', b: 'invalid' });
+    expect(referee.segments).toBe(0);
+    // The re-audit: the winner against a fresh honest result (cpu) matches and passes its spot check.
+    const again = await engine.settleAudit({
+      a: party('bob', wasmRun),
+      b: party('carol', cpuRun),
+      unit: unitCtx(),
+      referee,
+    });
+    expect(again.verdicts).toEqual({ a: 'valid', b: 'valid' });
     expect(referee.segments).toBe(1);
   });
 

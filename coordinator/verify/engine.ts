@@ -10,7 +10,7 @@ import {
   RevealCache,
   stepOfStateIndex,
 } from '../../shared/verify/bisect.js';
-import { relativeDistance } from '../../shared/verify/distance.js';
+import { relativeDistance, stateDistance } from '../../shared/verify/distance.js';
 import { jobTolerance } from '../../shared/verify/tolerance.js';
 import { auditProbability, recordFailure, recordValid, type TrustState } from '../../shared/verify/trust.js';
 import { type Referee, ruleOnSegment } from './ruling.js';
@@ -90,7 +90,13 @@ export interface DisputeResolution {
   reveals: number;
 }
 
-export type Verdict = 'valid' | 'invalid';
+/**
+ * valid: accept the result (matched an independent result and passed the spot check, or the dispute found no fault).
+ * invalid: reject it; the account lost (consequencesFor).
+ * reaudit: won a dispute, but winning against a cheater (or a silent party) confirms only the disputed segment, not the
+ *   whole result. Hold it and lease the unit blind to one more auditor, then settleAudit(winner, newAuditor).
+ */
+export type Verdict = 'valid' | 'invalid' | 'reaudit';
 
 export interface AuditSettlement {
   verdicts: Record<PartyId, Verdict>;
@@ -281,7 +287,7 @@ export class VerificationEngine {
       stepOfStateIndex(j, unit.steps, unit.checkpointEvery),
     ];
     const rec = await referee.recomputeSegment({ fromStep: segment[0], toStep: segment[1], fromState });
-    const distance = relativeDistance(rec.state, endState);
+    const distance = stateDistance(rec.state, endState, unit.startWeights);
     const ok = distance <= unit.tolerance;
     return {
       ok,
@@ -331,7 +337,7 @@ export class VerificationEngine {
       toStep: bis.segment[1],
       fromState: bis.agreedState,
     });
-    const ruling = ruleOnSegment(rec.state, bis.endStates, unit.tolerance);
+    const ruling = ruleOnSegment(rec.state, bis.endStates, unit.tolerance, unit.startWeights);
     const where = `steps [${bis.segment[0]}, ${bis.segment[1]})`;
     const base = {
       by: 'referee' as const,
@@ -409,13 +415,19 @@ export class VerificationEngine {
       settlement.verdicts[id] = 'invalid';
       settlement.reasons[id] = `dispute: ${d.reason}`;
     }
-    // A party that wins only because the other did not answer has not been confirmed by any recomputation.
-    if (d.by === 'forfeit' && d.losers.length === 1) await spot(d.losers[0] === 'a' ? 'b' : 'a');
+    // Winning against a cheater confirms the disputed segment only (or nothing, when the other side went silent):
+    // the winner's result needs one more independent match before it is accepted.
+    if (d.losers.length === 1) {
+      const winner: PartyId = d.losers[0] === 'a' ? 'b' : 'a';
+      settlement.verdicts[winner] = 'reaudit';
+      settlement.reasons[winner] = 'won a dispute; needs one more independent match';
+    }
     return settlement;
   }
 
-  /** Trust after a verdict. */
+  /** Trust after a verdict ('reaudit' leaves it unchanged until the re-audit settles). */
   applyVerdict(trust: TrustState, verdict: Verdict): TrustState {
+    if (verdict === 'reaudit') return trust;
     return verdict === 'valid' ? recordValid(trust) : recordFailure(trust);
   }
 

@@ -1,6 +1,6 @@
 import type { WeightSet } from '../../shared/train/types.js';
 import type { PartyId } from '../../shared/verify/bisect.js';
-import { relativeDistance } from '../../shared/verify/distance.js';
+import { stateDistance } from '../../shared/verify/distance.js';
 
 /**
  * What a referee is and how it rules. Kept apart from the trainUnit-backed implementation (referee.ts) so the
@@ -32,9 +32,17 @@ export type Ruling =
   | { kind: 'both-lose'; distances: Record<PartyId, number> }
   | { kind: 'both-match'; distances: Record<PartyId, number> };
 
-/** Whose end state does the referee's recomputation reproduce within tau? */
-export function ruleOnSegment(refState: WeightSet, endStates: Record<PartyId, WeightSet>, tolerance: number): Ruling {
-  const distances = { a: relativeDistance(refState, endStates.a), b: relativeDistance(refState, endStates.b) };
+/** Whose end state does the referee's recomputation reproduce within tau (stateDistance, progress from the start)? */
+export function ruleOnSegment(
+  refState: WeightSet,
+  endStates: Record<PartyId, WeightSet>,
+  tolerance: number,
+  startWeights: WeightSet,
+): Ruling {
+  const distances = {
+    a: stateDistance(refState, endStates.a, startWeights),
+    b: stateDistance(refState, endStates.b, startWeights),
+  };
   const okA = distances.a <= tolerance;
   const okB = distances.b <= tolerance;
   if (okA && okB) return { kind: 'both-match', distances };

@@ -1,6 +1,6 @@
 import type { WeightSet } from '../train/types.js';
 import { hashWeights } from '../train/weights-format.js';
-import { relativeDistance } from './distance.js';
+import { relativeDistance, stateDistance } from './distance.js';
 
 /**
  * Dispute bisection. Two parties returned different results for the same unit. Each committed the hash of its full
@@ -216,7 +216,7 @@ export async function bisectDispute(
     if (j === 0) return true;
     if (parties.a.checkpoints[j - 1] === parties.b.checkpoints[j - 1]) return true; // bit-identical states
     const s = await stateAt(j);
-    return relativeDistance(s.a, s.b) <= ctx.tolerance;
+    return stateDistance(s.a, s.b, ctx.startWeights) <= ctx.tolerance;
   };
 
   try {
@@ -234,7 +234,8 @@ export async function bisectDispute(
       }
     }
     if (faults.length > 0) return { kind: 'forfeit', faults, reveals: cache.count };
-    if (relativeDistance(finals.a, finals.b) <= ctx.tolerance) return { kind: 'agree', reveals: cache.count };
+    if (stateDistance(finals.a, finals.b, ctx.startWeights) <= ctx.tolerance)
+      return { kind: 'agree', reveals: cache.count };
 
     let lo = 0; // agree
     let hi = n; // disagree

@@ -64,3 +64,49 @@ export function maxTensorRelativeDistance(a: WeightSet, b: WeightSet): number {
   }
   return worst;
 }
+
+/**
+ * Distance between two full training states (weights then optimizer slots) of the same unit. Comparing raw states
+ * would divide a cheat by the norm of the whole model: a poison of 3e-4 of the delta is ~1e-5 of the weights. So:
+ *  - the weights part is compared as progress from the unit's start: ||a - b|| / max(||a - start||, ||b - start||);
+ *  - the slots part (momentum, Adam moments), which starts at zero, is compared relative to its own norm;
+ * and the larger of the two is returned. Infinity for non-finite values.
+ */
+export function stateDistance(a: WeightSet, b: WeightSet, startWeights: WeightSet): number {
+  assertSameLayout(a, b);
+  const n = startWeights.data.length;
+  if (a.data.length < n) throw new Error(`state has ${a.data.length} tensors, fewer than the ${n} weights`);
+  let diffW = 0;
+  let progA = 0;
+  let progB = 0;
+  for (let t = 0; t < n; t++) {
+    const x = a.data[t];
+    const y = b.data[t];
+    const s = startWeights.data[t];
+    if (s.length !== x.length) throw new Error(`tensor ${t} length differs from the start weights`);
+    for (let i = 0; i < x.length; i++) {
+      const d = x[i] - y[i];
+      diffW += d * d;
+      progA += (x[i] - s[i]) ** 2;
+      progB += (y[i] - s[i]) ** 2;
+    }
+  }
+  let diffS = 0;
+  let normA = 0;
+  let normB = 0;
+  for (let t = n; t < a.data.length; t++) {
+    const x = a.data[t];
+    const y = b.data[t];
+    for (let i = 0; i < x.length; i++) {
+      const d = x[i] - y[i];
+      diffS += d * d;
+      normA += x[i] * x[i];
+      normB += y[i] * y[i];
+    }
+  }
+  const all = [diffW, progA, progB, diffS, normA, normB];
+  if (!all.every(Number.isFinite)) return Number.POSITIVE_INFINITY;
+  const weights = Math.sqrt(diffW) / Math.max(Math.sqrt(progA), Math.sqrt(progB), TINY_NORM);
+  const slots = Math.sqrt(diffS) / Math.max(Math.sqrt(normA), Math.sqrt(normB), TINY_NORM);
+  return Math.max(weights, slots);
+}
