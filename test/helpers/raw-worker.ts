@@ -144,9 +144,16 @@ export class RawWorker {
   /** Sends a result and waits for the ack or reject for that lease. */
   async submit(header: ResultHeader, delta: WeightSet | Uint8Array): Promise<ServerMessage> {
     this.sendResult(header, delta);
-    for (;;) {
-      const m = await this.next();
-      if ((m.type === 'ack' || m.type === 'reject') && m.leaseId === header.leaseId) return m;
+    const skipped: ServerMessage[] = [];
+    try {
+      for (;;) {
+        const m = await this.next();
+        if ((m.type === 'ack' || m.type === 'reject') && m.leaseId === header.leaseId) return m;
+        skipped.push(m);
+      }
+    } finally {
+      // Leases pushed meanwhile stay for the next lease() call instead of being lost.
+      this.inbox.unshift(...skipped);
     }
   }
 
