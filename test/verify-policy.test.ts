@@ -1,6 +1,6 @@
 import { describe, expect, it } from 'vitest';
 import type { WeightSet } from '../shared/train/types.js';
-import { maxTensorRelativeDistance, relativeDistance } from '../shared/verify/distance.js';
+import { maxTensorRelativeDistance, relativeDistance, stateDistance } from '../shared/verify/distance.js';
 import { calibrateTolerance, DEFAULT_TOLERANCE, jobTolerance, TOLERANCE_FLOOR } from '../shared/verify/tolerance.js';
 import {
   auditProbability,
@@ -77,6 +77,21 @@ describe('distances and tolerance', () => {
     const b = ws(big, [0.02]);
     expect(relativeDistance(a, b)).toBeLessThan(1e-3);
     expect(maxTensorRelativeDistance(a, b)).toBeCloseTo(0.5, 6);
+  });
+
+  it('state distance measures progress from the start, so a poison is not diluted by the weights norm', () => {
+    const start = ws(Array.from({ length: 100 }, () => 10));
+    // Two states that moved by 1 per coordinate from the start; b carries an extra 0.01 on one coordinate.
+    const moved = Array.from({ length: 100 }, () => 11);
+    const a = ws(moved, [5]); // weights then one optimizer slot
+    const bMoved = moved.slice();
+    bMoved[0] += 0.1;
+    const b = ws(bMoved, [5]);
+    expect(relativeDistance(a, b)).toBeLessThan(1e-3); // diluted by ||weights|| ~ 110
+    expect(stateDistance(a, b, start)).toBeCloseTo(0.1 / Math.sqrt(99 + 1.1 ** 2), 6); // relative to progress ~ 10
+    // Slots are compared relative to their own norm.
+    expect(stateDistance(ws(moved, [5]), ws(moved, [6]), start)).toBeCloseTo(1 / 6, 6);
+    expect(stateDistance(ws(moved, [Number.NaN]), ws(moved, [6]), start)).toBe(Number.POSITIVE_INFINITY);
   });
 
   it('calibrateTolerance = max x margin clamped to the floor/ceiling; job override wins', () => {

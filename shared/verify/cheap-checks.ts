@@ -17,8 +17,8 @@ import { checkpointCount } from './bisect.js';
  *    run, is at most about the loss the worker reported for the last steps (one more step on that very batch lowers
  *    it). A generous band keeps honest results safe; exploded or scaled-up deltas land far above it.
  *  - progress: when the reported losses claim strong progress (the first quarter's mean loss is 1.25x the last
- *    quarter's, over quarters of >= 4 steps), the returned weights must lower the loss on the last batch compared
- *    with the round's weights by at least 2%. Honest units that fall that fast improve it by far more (45% in the
+ *    quarter's and at least 0.25 above it, over quarters of >= 4 steps), the returned weights must lower the loss on
+ *    the last batch compared with the round's weights by at least 2% (give or take 0.02). Honest units that fall that fast improve it by far more (45% in the
  *    first MNIST round); a random delta of the same norm changes it by about +-1%. Flat or noisy curves (late
  *    training, short units, tiny learning rates) skip the check: per-batch noise there can make an honest final
  *    loss come out a few percent worse, and this check must never reject honest work.
@@ -60,10 +60,16 @@ export interface CheapCheckBounds {
   maxDeltaRatio: number;
   /** The reported curve "claims progress" when mean(first quarter) > (1 + claimedProgress) x mean(last quarter). */
   claimedProgress: number;
+  /** ...and the two quarter means must also differ by at least this much in absolute loss units. */
+  claimedProgressAbs: number;
   /** Quarters shorter than this are too noisy to claim anything: the progress check is skipped. */
   minQuarterSteps: number;
-  /** Then the last batch's loss must drop by at least this fraction from the round's weights to the returned ones. */
+  /**
+   * Then the last batch's loss must drop by at least this fraction from the round's weights to the returned ones,
+   * give or take progressSlack (absolute): tiny losses late in training move by noise of that size.
+   */
   minRelativeImprovement: number;
+  progressSlack: number;
   /** Fraction of the last batch the final-loss and progress checks evaluate (cost vs noise; both use the same part). */
   tailFraction: number;
 }
@@ -75,8 +81,10 @@ export const DEFAULT_CHEAP_CHECK_BOUNDS: CheapCheckBounds = {
   trailingSteps: 4,
   maxDeltaRatio: 10,
   claimedProgress: 0.25,
+  claimedProgressAbs: 0.25,
   minQuarterSteps: 4,
   minRelativeImprovement: 0.02,
+  progressSlack: 0.02,
   tailFraction: 0.5,
 };
 
@@ -216,16 +224,19 @@ export async function cheapCheck(
 
   const quarter = Math.max(1, Math.floor(steps / 4));
   const mean = (xs: readonly number[]) => xs.reduce((a, b) => a + b, 0) / xs.length;
+  const early = mean(losses.slice(0, quarter));
+  const late = mean(losses.slice(steps - quarter));
   const claimed =
     quarter >= bounds.minQuarterSteps &&
-    mean(losses.slice(0, quarter)) > (1 + bounds.claimedProgress) * mean(losses.slice(steps - quarter));
+    early > (1 + bounds.claimedProgress) * late &&
+    early - late >= bounds.claimedProgressAbs;
   let progress: CheapCheckResult['progress'];
   if (claimed) {
     const startLoss = await forwardLoss(model, input.startWeights, dataset, lastBatch, loss);
     forwardExamples += tail;
     const improvement = startLoss > 0 ? (startLoss - recomputed) / startLoss : 0;
     progress = { claimed, startLoss, finalLoss: recomputed, improvement };
-    if (!(improvement >= bounds.minRelativeImprovement)) {
+    if (!(recomputed <= startLoss * (1 - bounds.minRelativeImprovement) + bounds.progressSlack)) {
       return fail(
         'no-progress',
         `the reported losses fall, but the returned weights lower the last batch's loss by only ${(improvement * 100).toFixed(2)}% (${startLoss.toPrecision(4)} -> ${recomputed.toPrecision(4)})`,
