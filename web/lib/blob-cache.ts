@@ -1,6 +1,6 @@
 import { sha256Hex } from '../../shared/hash.js';
 import type { BlobSource } from '../../shared/worker-client/blob-source.js';
-import { openAppDb } from './db.js';
+import { type BlobMeta, openAppDb } from './db.js';
 
 /**
  * Content-addressed IndexedDB cache of datasets and weights: blobs are named by their sha256, so a cached copy is
@@ -72,22 +72,40 @@ async function touch(hash: string): Promise<void> {
   await tx.done;
 }
 
+/**
+ * Which cached blobs to evict, least recently used first, so that `incoming` more bytes fit under `capBytes`.
+ * Returns null when the incoming blob alone is over the cap (it is then not cached at all).
+ */
+export function planEviction(
+  cached: readonly BlobMeta[],
+  incoming: { hash: string; size: number },
+  capBytes: number,
+): string[] | null {
+  if (incoming.size > capBytes) return null;
+  const others = cached.filter((m) => m.hash !== incoming.hash).sort((a, b) => a.lastUsed - b.lastUsed);
+  let total = others.reduce((s, m) => s + m.size, 0);
+  const evict: string[] = [];
+  for (const m of others) {
+    if (total + incoming.size <= capBytes) break;
+    evict.push(m.hash);
+    total -= m.size;
+  }
+  return evict;
+}
+
 /** Stores a blob, first evicting the least recently used ones until it fits under the cap. */
 export async function putBlob(hash: string, bytes: Uint8Array, capBytes: number): Promise<boolean> {
-  if (bytes.byteLength > capBytes) return false;
   const db = await openAppDb();
   const tx = db.transaction(['blobs', 'blobMeta'], 'readwrite');
   const metas = tx.objectStore('blobMeta');
-  let total = 0;
-  for (const m of await metas.getAll()) if (m.hash !== hash) total += m.size;
-  let cursor = await metas.index('byLastUsed').openCursor();
-  while (cursor && total + bytes.byteLength > capBytes) {
-    if (cursor.value.hash !== hash) {
-      total -= cursor.value.size;
-      await tx.objectStore('blobs').delete(cursor.value.hash);
-      await cursor.delete();
-    }
-    cursor = await cursor.continue();
+  const evict = planEviction(await metas.getAll(), { hash, size: bytes.byteLength }, capBytes);
+  if (evict === null) {
+    await tx.done;
+    return false;
+  }
+  for (const h of evict) {
+    await tx.objectStore('blobs').delete(h);
+    await metas.delete(h);
   }
   await tx.objectStore('blobs').put(bytes, hash);
   await metas.put({ hash, size: bytes.byteLength, lastUsed: Date.now() });

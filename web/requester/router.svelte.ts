@@ -1,24 +1,8 @@
-/**
- * A tiny history-API router for the dashboard, which the coordinator serves under /requester/* with an SPA
- * fallback: /requester (jobs), /requester/new (create), /requester/jobs/:id (one job).
- */
-export type Route = { name: 'jobs' } | { name: 'new' } | { name: 'job'; id: string } | { name: 'notFound' };
+import { parseRoute, type Route } from './routes.js';
 
-export const BASE = '/requester';
+export { BASE, jobHref, parseRoute, type Route } from './routes.js';
 
-export function parseRoute(pathname: string): Route {
-  const p = pathname.replace(/\/+$/, '');
-  if (p === BASE || p === '') return { name: 'jobs' };
-  if (p === `${BASE}/new`) return { name: 'new' };
-  const m = new RegExp(`^${BASE}/jobs/([^/]+)$`).exec(p);
-  if (m) return { name: 'job', id: decodeURIComponent(m[1]) };
-  return { name: 'notFound' };
-}
-
-export function jobHref(id: string): string {
-  return `${BASE}/jobs/${encodeURIComponent(id)}`;
-}
-
+/** The dashboard's current route as reactive state, kept in step with the address bar. */
 class Router {
   route = $state<Route>(parseRoute(location.pathname));
 

@@ -1,8 +1,8 @@
 /**
  * The swarmgrad embed tag: <script src="https://COORDINATOR/widget.js" data-account="0x…" async></script>.
  *
- * Before consent it only draws a small card in a closed shadow root (so host CSS cannot restyle or hide parts of
- * it): what it does, how much of the device it uses, and a consent button. Nothing is fetched or computed. After
+ * Before consent it only draws a small card in a shadow root (so host CSS neither restyles it nor leaks into it):
+ * what it does, how much of the device it uses, and a consent button. Nothing is fetched or computed. After
  * consent it opens an iframe on the coordinator's origin (/widget/frame), where tfjs loads and trains: the host
  * page can neither tamper with the training nor read its storage. A Stop button stays visible outside the iframe.
  *
@@ -21,7 +21,7 @@
 
   const host = document.createElement('div');
   host.setAttribute('data-swarmgrad-widget', '');
-  const root = host.attachShadow({ mode: 'closed' });
+  const root = host.attachShadow({ mode: 'open' });
   root.innerHTML = `<style>
 :host{all:initial}
 .card{font:14px/1.4 system-ui,-apple-system,'Segoe UI',Roboto,sans-serif;color:#0f172a;background:#fff;border:1px solid #cbd5e1;border-radius:10px;box-shadow:0 4px 16px rgba(15,23,42,.15);padding:12px;width:min(340px,calc(100vw - 24px));box-sizing:border-box}
