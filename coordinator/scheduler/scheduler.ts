@@ -37,6 +37,36 @@ interface LeaseRow {
   deadline: number;
 }
 
+/** What an accepted result is, as the credit layer sees it (inside the accepting transaction). */
+export interface AcceptedResult {
+  resultId: string;
+  jobId: string;
+  owner: string | null;
+  round: number;
+  unit: number;
+  account: string;
+  flops: number;
+  examples: number;
+}
+
+/**
+ * Extension points for the ledger, accounts and marketplace. Hooks that take a Queryable run inside the scheduler's
+ * transaction, so what they write commits or rolls back with the state change they belong to.
+ */
+export interface SchedulerHooks {
+  /** After the job row exists; throw to refuse the job (e.g. insufficient balance for its budget). */
+  onJobCreated?(q: Queryable, job: JobRow): Promise<void>;
+  /** When a result is accepted: exactly once per unit, in the same transaction. */
+  onResultAccepted?(q: Queryable, r: AcceptedResult): Promise<void>;
+  /** After a job completes, fails or is cancelled (refunds). */
+  onJobEnded?(job: JobRow): Promise<void>;
+  /**
+   * Extra SQL condition on candidate jobs `j` for this worker (marketplace filters), with its parameters; placeholders
+   * are numbered from `firstParam`.
+   */
+  leaseCondition?(who: WorkerIdentity, firstParam: number): Promise<{ sql: string; params: unknown[] } | null>;
+}
+
 /** A claimed aggregation is retaken by someone else after this long (its claimant is presumed dead). */
 const AGGREGATION_CLAIM_MS = 120_000;
 
@@ -55,6 +85,7 @@ export class Scheduler extends EventEmitter {
     private readonly blobs: BlobStore,
     private readonly datasets: DatasetRepo,
     private readonly log: (msg: string, extra?: object) => void = () => {},
+    readonly hooks: SchedulerHooks = {},
   ) {
     super();
     this.weights = new WeightCache(blobs);
@@ -102,7 +133,9 @@ export class Scheduler extends EventEmitter {
         [id, owner, spec.name, JSON.stringify(spec), spec.rounds, modelHash, datasetId, weightsHash],
       );
       await this.insertRoundUnits(q, id, spec, 0);
-      return (await getJobRow(q, id)) as JobRow;
+      const created = (await getJobRow(q, id)) as JobRow;
+      await this.hooks.onJobCreated?.(q, created);
+      return created;
     });
     this.emit('work');
     return row;
@@ -148,6 +181,7 @@ export class Scheduler extends EventEmitter {
   /** Leases the oldest pending unit of any active job to this worker, or returns null when there is none. */
   async lease(who: WorkerIdentity): Promise<LeaseMsg | null> {
     const now = Date.now();
+    const extra = (await this.hooks.leaseCondition?.(who, 2)) ?? null;
     const out = await this.db.tx(async (q) => {
       const { rows } = await q.query<{
         job_id: string;
@@ -165,9 +199,10 @@ export class Scheduler extends EventEmitter {
          WHERE u.status = 'pending' AND j.status IN ('queued', 'running')
            AND NOT EXISTS (SELECT 1 FROM leases l WHERE l.job_id = u.job_id AND l.round = u.round AND l.idx = u.idx
                            AND l.status = 'active' AND l.account = $1)
+           ${extra ? `AND (${extra.sql})` : ''}
          ORDER BY j.created_at, u.round, u.idx
          LIMIT 1 FOR UPDATE OF u SKIP LOCKED`,
-        [who.account],
+        [who.account, ...(extra?.params ?? [])],
       );
       const u = rows[0];
       if (!u) return null;
@@ -300,11 +335,10 @@ export class Scheduler extends EventEmitter {
     if (!job || job.status !== 'running') return reject('job_not_running', `the job is ${job?.status ?? 'gone'}`);
     if (job.round !== lease.round) return reject('unit_already_completed', 'the round of this unit is over');
     const unit = (
-      await this.db.query<{ status: string }>('SELECT status FROM units WHERE job_id = $1 AND round = $2 AND idx = $3', [
-        lease.job_id,
-        lease.round,
-        lease.idx,
-      ])
+      await this.db.query<{ status: string }>(
+        'SELECT status FROM units WHERE job_id = $1 AND round = $2 AND idx = $3',
+        [lease.job_id, lease.round, lease.idx],
+      )
     ).rows[0];
     if (unit?.status === 'done') return reject('unit_already_completed', 'another result for this unit was accepted');
     if (lease.status === 'rejected') return reject('lease_closed', 'a result for this lease was already rejected');
@@ -336,6 +370,16 @@ export class Scheduler extends EventEmitter {
         );
         if (l.rowCount === 0) throw new UnitSettled();
         await this.insertResult(q, resultId, lease, header, 'accepted', null);
+        await this.hooks.onResultAccepted?.(q, {
+          resultId,
+          jobId: job.id,
+          owner: job.owner,
+          round: lease.round,
+          unit: lease.idx,
+          account: lease.account,
+          flops: header.flops,
+          examples: header.examples,
+        });
         return (
           await q.query<{ id: string; worker_id: string | null }>(
             `UPDATE leases SET status = 'revoked', ended_at = $4, end_reason = 'unit completed by another worker'
@@ -528,8 +572,11 @@ export class Scheduler extends EventEmitter {
       accuracy: evalResult.accuracy,
     });
     this.emit('round', { jobId: job.id, round: nextRound, accuracy: evalResult.accuracy, loss: evalResult.loss });
-    if (finished) this.emit('job', { jobId: job.id, status: 'completed' });
-    else this.emit('work');
+    if (finished) {
+      const ended = await getJobRow(this.db, job.id);
+      if (ended) await this.hooks.onJobEnded?.(ended);
+      this.emit('job', { jobId: job.id, status: 'completed' });
+    } else this.emit('work');
   }
 
   private modelCache = new Map<string, object>();

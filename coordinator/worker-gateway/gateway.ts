@@ -5,6 +5,7 @@ import type { FastifyInstance } from 'fastify';
 import fp from 'fastify-plugin';
 import type { WebSocket } from 'ws';
 import {
+  type ChallengeMsg,
   ClientMessage,
   CloseCode,
   type HelloMsg,
@@ -19,11 +20,18 @@ import type { Db } from '../store/db.js';
 const checkClientMessage = TypeCompiler.Compile(ClientMessage);
 const checkResultHeader = TypeCompiler.Compile(ResultHeader);
 
-/** Verifies a hello's proof of account ownership; the accounts layer plugs in here. Returns an error or null. */
+/**
+ * Verifies a hello's proof of account ownership against the challenge this connection was sent; the accounts layer
+ * plugs in here. Without one, the account a worker names is taken as given (development).
+ */
 export type HelloAuthenticator = (
   hello: HelloMsg,
+  challenge: ChallengeMsg,
   remoteAddress: string,
 ) => Promise<{ account: string } | { error: string }>;
+
+/** Issues the per-connection challenge; the accounts layer stores the nonce so it can be used once. */
+export type ChallengeIssuer = (host: string) => Promise<ChallengeMsg>;
 
 export interface GatewayOptions {
   scheduler: Scheduler;
@@ -32,6 +40,7 @@ export interface GatewayOptions {
   idleRetryMs: number;
   maxPayloadBytes: number;
   authenticate?: HelloAuthenticator;
+  issueChallenge?: ChallengeIssuer;
   /** How long a socket may stay silent before hello, ms. */
   helloTimeoutMs?: number;
 }
@@ -123,6 +132,9 @@ async function gateway(app: FastifyInstance, opts: GatewayOptions): Promise<void
       socket.close(code, message.slice(0, 120));
     };
 
+    const challenge: Promise<ChallengeMsg> = (opts.issueChallenge ?? defaultChallenge)(req.hostname);
+    chain = chain.then(async () => send(c, await challenge));
+
     socket.on('message', (data: Buffer, isBinary: boolean) => {
       chain = chain
         .then(() => (isBinary ? onBinary(new Uint8Array(data)) : onText(data.toString('utf8'))))
@@ -182,7 +194,7 @@ async function gateway(app: FastifyInstance, opts: GatewayOptions): Promise<void
       }
       let account = hello.account;
       if (opts.authenticate) {
-        const r = await opts.authenticate(hello, c.remoteAddress);
+        const r = await opts.authenticate(hello, await challenge, c.remoteAddress);
         if ('error' in r) return fail(CloseCode.Unauthorized, 'unauthorized', r.error);
         account = r.account;
       }
@@ -231,6 +243,20 @@ async function gateway(app: FastifyInstance, opts: GatewayOptions): Promise<void
       else send(c, { type: 'reject', leaseId: header.leaseId, code: out.code, reason: out.reason });
     };
   });
+}
+
+/** Without an accounts layer the challenge is informational: a fresh nonce, no signature required. */
+async function defaultChallenge(host = 'localhost'): Promise<ChallengeMsg> {
+  const now = new Date();
+  return {
+    type: 'challenge',
+    nonce: randomUUID().replaceAll('-', ''),
+    domain: host,
+    uri: `http://${host}/api/v1/worker`,
+    chainId: 1,
+    issuedAt: now.toISOString(),
+    expiresAt: new Date(now.getTime() + 5 * 60_000).toISOString(),
+  };
 }
 
 export const workerGateway = fp(gateway, { name: 'worker-gateway' });

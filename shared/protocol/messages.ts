@@ -68,6 +68,21 @@ export type ClientMessage = Static<typeof ClientMessage>;
 
 // ---- coordinator -> worker -------------------------------------------------------------------------------------
 
+/**
+ * The coordinator's first frame on every connection. A worker that proves its account signs a SIWE message whose
+ * nonce is this one and returns it in hello.auth; the nonce is single use and bound to this connection.
+ */
+export const ChallengeMsg = Type.Object({
+  type: Type.Literal('challenge'),
+  nonce: Type.String(),
+  domain: Type.String(),
+  uri: Type.String(),
+  chainId: Type.Integer(),
+  issuedAt: Type.String(),
+  expiresAt: Type.String(),
+});
+export type ChallengeMsg = Static<typeof ChallengeMsg>;
+
 export const WelcomeMsg = Type.Object({
   type: Type.Literal('welcome'),
   protocol: Type.Integer(),
@@ -128,7 +143,7 @@ export type RevokeMsg = Static<typeof RevokeMsg>;
 export const ErrorMsg = Type.Object({ type: Type.Literal('error'), code: Type.String(), message: Type.String() });
 export type ErrorMsg = Static<typeof ErrorMsg>;
 
-export type ServerMessage = WelcomeMsg | LeaseMsg | IdleMsg | AckMsg | RejectMsg | RevokeMsg | ErrorMsg;
+export type ServerMessage = ChallengeMsg | WelcomeMsg | LeaseMsg | IdleMsg | AckMsg | RejectMsg | RevokeMsg | ErrorMsg;
 
 // ---- result envelope header (binary frame) ---------------------------------------------------------------------
 

@@ -1,4 +1,12 @@
-import type { Capabilities, HelloMsg, LeaseMsg, ResultHeader, ServerMessage, UnitSpec } from '../protocol/messages.js';
+import type {
+  Capabilities,
+  ChallengeMsg,
+  HelloMsg,
+  LeaseMsg,
+  ResultHeader,
+  ServerMessage,
+  UnitSpec,
+} from '../protocol/messages.js';
 import { PROTOCOL_VERSION } from '../protocol/messages.js';
 import { encodeResultEnvelope } from '../protocol/result-envelope.js';
 import { assignExamples } from '../train/assign.js';
@@ -67,8 +75,8 @@ export interface WorkerLoopOptions {
   /** Awaited between training steps: duty-cycle throttling, pause on hidden tab or low battery. */
   gate?: () => Promise<void>;
   reconnect?: { minMs: number; maxMs: number };
-  /** Answers the coordinator's sign-in challenge (accounts layer); returns the hello.auth field. */
-  authenticate?: () => Promise<HelloMsg['auth']>;
+  /** Signs the coordinator's challenge (a SIWE message over its nonce); returns the hello.auth field. */
+  authenticate?: (challenge: ChallengeMsg) => Promise<HelloMsg['auth']>;
   /** Progress messages are sent at most this often (ms). */
   progressEveryMs?: number;
 }
@@ -176,9 +184,8 @@ export class WorkerLoop {
     }
     sock.binaryType = 'arraybuffer';
     this.socket = sock;
-    sock.onopen = () => {
-      void this.sendHello();
-    };
+    // The coordinator speaks first (a challenge); hello answers it.
+    sock.onopen = () => {};
     sock.onmessage = (ev) => this.onMessage(ev.data);
     sock.onerror = () => {};
     sock.onclose = (ev) => {
@@ -209,7 +216,7 @@ export class WorkerLoop {
     }, wait);
   }
 
-  private async sendHello(): Promise<void> {
+  private async sendHello(challenge: ChallengeMsg): Promise<void> {
     const caps: Capabilities = {
       backends: [this.opts.backend],
       adapter: this.opts.adapter,
@@ -223,7 +230,13 @@ export class WorkerLoop {
       capabilities: caps,
     };
     if (this.current) hello.resume = [{ leaseId: this.current.lease.leaseId, token: this.current.lease.token }];
-    if (this.opts.authenticate) hello.auth = await this.opts.authenticate();
+    if (this.opts.authenticate) {
+      try {
+        hello.auth = await this.opts.authenticate(challenge);
+      } catch (err) {
+        this.emit({ type: 'log', level: 'error', message: `could not sign the challenge: ${String(err)}` });
+      }
+    }
     this.sendJson(hello);
   }
 
@@ -249,6 +262,9 @@ export class WorkerLoop {
       return;
     }
     switch (msg.type) {
+      case 'challenge':
+        void this.sendHello(msg);
+        break;
       case 'welcome': {
         this.backoffMs = this.opts.reconnect?.minMs ?? 500;
         this.emit({ type: 'welcome', workerId: msg.workerId, account: msg.account });

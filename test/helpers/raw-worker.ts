@@ -1,6 +1,6 @@
 import WebSocket from 'ws';
 import { sha256Hex } from '../../shared/hash.js';
-import type { LeaseMsg, ResultHeader, ServerMessage } from '../../shared/protocol/messages.js';
+import type { ChallengeMsg, LeaseMsg, ResultHeader, ServerMessage } from '../../shared/protocol/messages.js';
 import { PROTOCOL_VERSION } from '../../shared/protocol/messages.js';
 import { encodeResultEnvelope } from '../../shared/protocol/result-envelope.js';
 import { assignExamples } from '../../shared/train/assign.js';
@@ -72,8 +72,16 @@ export class RawWorker {
     }
   }
 
-  async hello(resume?: { leaseId: string; token: string }[]): Promise<void> {
+  /** The challenge the coordinator sent on connect, once hello() has run. */
+  challenge?: ChallengeMsg;
+
+  async hello(
+    resume?: { leaseId: string; token: string }[],
+    sign?: (c: ChallengeMsg) => Promise<{ message: string; signature: string }>,
+  ): Promise<void> {
     await this.open();
+    this.challenge = await this.nextOf('challenge');
+    const auth = sign ? await sign(this.challenge) : undefined;
     this.send({
       type: 'hello',
       protocol: PROTOCOL_VERSION,
@@ -81,6 +89,7 @@ export class RawWorker {
       backend: 'wasm',
       capabilities: { backends: ['wasm'] },
       ...(resume ? { resume } : {}),
+      ...(auth ? { auth } : {}),
     });
     await this.nextOf('welcome');
   }
