@@ -2,6 +2,8 @@ import * as tf from '@tensorflow/tfjs';
 import '@tensorflow/tfjs-backend-wasm';
 import { beforeAll, describe, expect, it } from 'vitest';
 import { assignExamples } from '../shared/train/assign.js';
+import { canTrainOn, missingTrainingKernels } from '../shared/train/backend-support.js';
+import { mnistCnnModel, mnistMlpModel } from '../shared/train/templates.js';
 import { trainUnit } from '../shared/train/train-unit.js';
 import type { TrainUnitInput, TrainUnitOutput, WeightSet } from '../shared/train/types.js';
 import { initialWeights, relativeDistance, smallMlp, spec, syntheticDataset } from './helpers/train-fixtures.js';
@@ -66,5 +68,29 @@ describe('trainUnit on wasm', () => {
     // And a cached cpu model is not disturbed by the detour through wasm.
     const again = await trainUnit(input());
     expect(again.finalHash).toBe(cpu.finalHash);
+  });
+
+  it('refuses up front, by name, a model the wasm backend cannot train (convolution gradients are missing)', async () => {
+    await tf.setBackend('wasm');
+    const cnn = mnistCnnModel();
+    expect(canTrainOn(mnistMlpModel(), 'wasm')).toBe(true);
+    expect(canTrainOn(cnn, 'cpu')).toBe(true);
+    expect(missingTrainingKernels(cnn, 'wasm').map((m) => `${m.layer}:${m.kernel}`)).toEqual([
+      'conv1:Conv2DBackpropFilter',
+      'conv2:Conv2DBackpropFilter',
+    ]);
+    const before = tf.memory().numTensors;
+    await expect(
+      trainUnit({
+        model: cnn,
+        spec: spec({ steps: 2, batchSize: 4 }),
+        startWeights: w0,
+        dataset: ds,
+        indices: assignExamples(1, 2, 4, ds.trainExamples),
+      }),
+    ).rejects.toThrow(
+      /the "wasm" backend cannot train this model: it lacks Conv2DBackpropFilter \(needed by Conv2D "conv1", Conv2D "conv2"\)/,
+    );
+    expect(tf.memory().numTensors).toBe(before);
   });
 });

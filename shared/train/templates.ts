@@ -23,7 +23,10 @@ export function mnistMlpModel(hidden = 128): object {
   return toJson(model);
 }
 
-/** A small CNN over the flat 784 features: reshape to 28x28x1, two conv/pool blocks, dense softmax. */
+/**
+ * A small CNN over the flat 784 features: reshape to 28x28x1, two conv/pool blocks, dense softmax.
+ * Trains on cpu, webgl and webgpu; the wasm backend lacks convolution gradients (see backend-support.ts).
+ */
 export function mnistCnnModel(): object {
   const model = tf.sequential({ name: 'mnist_cnn' });
   model.add(tf.layers.reshape({ name: 'image', inputShape: [784], targetShape: [28, 28, 1] }));

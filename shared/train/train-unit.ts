@@ -1,5 +1,6 @@
 import * as tf from '@tensorflow/tfjs';
 import { sha256HexAsync } from '../hash.js';
+import { assertCanTrainOn } from './backend-support.js';
 import { batchSource, HOST_MEMORY_BACKENDS } from './device-dataset.js';
 import { InnerOptimizerState } from './inner-optimizer.js';
 import { meanLoss } from './losses.js';
@@ -152,6 +153,11 @@ export async function trainUnit(input: TrainUnitInput): Promise<TrainUnitOutput>
   const B = spec.batchSize;
   const boundaries = new Set(checkpointStepsFor(spec.steps, spec.checkpointEvery, from, to));
   const backend = tf.getBackend();
+  try {
+    assertCanTrainOn(input.model, backend);
+  } catch (err) {
+    throw new Error(`trainUnit: ${(err as Error).message}`);
+  }
 
   return withModel(input.model, async (model) => {
     checkOutput(model, input.dataset.numClasses);
@@ -189,12 +195,14 @@ export async function trainUnit(input: TrainUnitInput): Promise<TrainUnitOutput>
       const flushLosses = async () => {
         if (pending.length === 0) return;
         const batch = pending.splice(0);
-        const stacked = tf.stack(batch.map((p) => p.loss));
-        let values: Float32Array;
+        // One read per flush: a single scalar directly, a group through one stacked tensor.
+        const stacked = batch.length === 1 ? null : tf.stack(batch.map((p) => p.loss));
+        let values: number[];
         try {
-          values = (await stacked.data()) as Float32Array;
+          // Copied out before the tensors are disposed (the cpu backend hands out its own storage).
+          values = Array.from(await (stacked ?? batch[0].loss).data());
         } finally {
-          stacked.dispose();
+          stacked?.dispose();
           tf.dispose(batch.map((p) => p.loss));
         }
         for (let i = 0; i < batch.length; i++) {
