@@ -2,11 +2,11 @@
  * The tolerance tau: two honest results of the same unit may differ by floating-point noise (different backends,
  * different summation orders), never by more than tau in relative distance (shared/verify/distance.ts).
  *
- * Measured (bench/verify.ts, docs/VERIFICATION.md): honest cpu-vs-wasm relative distances of deltas for the default
- * MNIST MLP jobs stay around 1e-7 .. 1e-6 (the worst observed is printed by the benchmark). The smallest cheat worth
- * detecting (a 1e-3 relative poison, a 1.1x scaled delta, half the steps) sits at >= 1e-3. DEFAULT_TOLERANCE = 1e-4
- * leaves a margin of ~100x above the worst honest distance seen and ~10x below the smallest meaningful cheat, so
- * neither side is close to the line. Jobs may override it (JobSpec.verification.tolerance), or calibrate it from
+ * Measured (bench/verify.ts, docs/VERIFICATION.md): honest cpu-vs-wasm relative distances of deltas for MNIST MLP
+ * units range from 2.6e-7 (fresh weights) to ~2e-6 (late training, small deltas; Adam). The smallest cheat worth
+ * detecting (a 1e-3 relative poison; a 1.1x scaled delta or half the steps are far larger) sits at >= 1e-3.
+ * DEFAULT_TOLERANCE = 1e-4 leaves ~50x above the worst honest distance seen and 10x below the smallest meaningful
+ * cheat, so neither side is close to the line. Jobs may override it (JobSpec.verification.tolerance), or calibrate it from
  * honest pairs with calibrateTolerance.
  */
 export const DEFAULT_TOLERANCE = 1e-4;
