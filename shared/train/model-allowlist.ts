@@ -500,5 +500,6 @@ export function checkModelJson(model: unknown, opts: CheckModelOptions = {}): Mo
   if (params > maxParams) {
     return failWith(path, `model has ${params} parameters; at most ${maxParams} are allowed`);
   }
-  return { ok: true, model: topology, params, layers: infos.length };
+  // A copy: the caller may keep or mutate its input; the checked model must stay what was checked.
+  return { ok: true, model: JSON.parse(JSON.stringify(topology)), params, layers: infos.length };
 }
