@@ -541,7 +541,7 @@ export class Ledger {
         'SELECT count(*)::int AS n FROM ledger_credits WHERE settle_event = $1',
         [input.eventKey],
       );
-      summary = { forfeited: Number(count.rows[0].n), amount: -(pendingOut?.amount ?? 0), fee: fee?.amount ?? 0 };
+      summary = { forfeited: Number(count.rows[0].n), amount: 0 - (pendingOut?.amount ?? 0), fee: fee?.amount ?? 0 };
     }
     return { ...result, ...summary };
   }
@@ -597,7 +597,7 @@ export class Ledger {
       [[TREASURY.id, ISSUANCE.id]],
     );
     const get = (id: string) => Number(r.rows.find((row) => row.id === id)?.balance ?? 0);
-    return { treasury: get(TREASURY.id), issued: -get(ISSUANCE.id) };
+    return { treasury: get(TREASURY.id), issued: 0 - get(ISSUANCE.id) };
   }
 
   /** Postings on any of the address's accounts, newest first. `cursor` is the nextCursor of the previous page. */
@@ -744,8 +744,7 @@ export class Ledger {
         return { eventKey: event.eventKey, created: false, postings };
       }
       const lines = await build(q, now);
-      await applyPostings(q, [{ eventKey: event.eventKey, lines }], now);
-      const postings = (await postingsFor(q, [event.eventKey])).get(event.eventKey) ?? [];
+      const postings = await applyPostings(q, [{ eventKey: event.eventKey, lines }], now);
       return { eventKey: event.eventKey, created: true, postings };
     });
   }

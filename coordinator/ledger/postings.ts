@@ -84,7 +84,7 @@ export async function applyPostings(
   q: Queryable,
   groups: { eventKey: string; lines: PostingLine[] }[],
   now: number,
-): Promise<void> {
+): Promise<Posting[]> {
   const deltas = new Map<string, { account: AccountRef; delta: number }>();
   const entryKeys: string[] = [];
   const entryAccounts: string[] = [];
@@ -106,7 +106,7 @@ export async function applyPostings(
     }
     if (sum !== 0) throw new LedgerInvariantError(`posting group ${g.eventKey} sums to ${sum}, not 0`);
   }
-  if (entryKeys.length === 0) return;
+  if (entryKeys.length === 0) return [];
   const touched = [...deltas.values()].sort((a, b) => (a.account.id < b.account.id ? -1 : 1));
   // One upsert for every touched account, in id order. A new account starts at its delta; a debit of an account
   // that did not exist starts at 0 in the proposed row and is caught below (every debit should hit a known row).
@@ -137,11 +137,15 @@ export async function applyPostings(
       throw new LedgerInvariantError(`debit of ${row.id}, an account that holds nothing`);
     }
   }
-  await q.query(
+  const inserted = await q.query(
     `INSERT INTO ledger_entries (event_key, account_id, owner, amount, created_at)
-     SELECT k, a, o, m, $5::bigint FROM unnest($1::text[], $2::text[], $3::text[], $4::bigint[]) AS u(k, a, o, m)`,
+     SELECT k, a, o, m, $5::bigint FROM unnest($1::text[], $2::text[], $3::text[], $4::bigint[]) AS u(k, a, o, m)
+     RETURNING id, event_key, account_id, owner, amount, created_at`,
     [entryKeys, entryAccounts, entryOwners, entryAmounts, now],
   );
+  return inserted.rows
+    .map((row) => toPosting({ ...row, kind: deltas.get(String(row.account_id))!.account.kind }))
+    .sort((a, b) => a.id - b.id);
 }
 
 /** Makes sure accounts exist (balance 0) so they can be locked before money moves into them. */
