@@ -2,7 +2,8 @@
  * bench:verify — an adversarial, in-process simulation of the verification layer with real training.
  *
  *   npm run bench:verify              full run (~6-9 minutes on 2 cores)
- *   npm run bench:verify -- --quick   ~1 minute, same code paths, smaller numbers
+ *   npm run bench:verify -- --quick   ~1 minute, same code paths, smaller numbers (no docs update)
+ *   npm run bench:verify -- --docs-only   rewrite the docs section from bench/results/verify.json
  *
  * What it does:
  *  1. fleet: DiLoCo rounds of a 784-32-10 MNIST MLP. 30 workers, 30% adversarial (lazy, stale, half, scaled, poison,
@@ -1251,8 +1252,13 @@ function writeDocsSection(
   const a = acc.adversarial[acc.adversarial.length - 1];
   const c = acc.clean[acc.clean.length - 1];
   lines.push('');
+  const g = (json.honest as { webgpu: { adapter: string; pairs: number; worstDistance: number } | null }).webgpu;
+  const pairsInfo = (json.honest as { pairs: { count: number } }).pairs;
+  const gpu = g
+    ? `, plus ${g.pairs} wasm-vs-WebGPU pairs on ${g.adapter} (worst ${g.worstDistance.toExponential(2)})`
+    : '';
   lines.push(
-    `- Honest false positives: **${h.falsePositives}** in ${h.audits} honest audits (${h.crossBackend} cross-backend); worst honest relative distance ${h.worstDistance.toExponential(2)} vs tau ${TAU}.`,
+    `- Honest false positives: **${h.falsePositives}** in ${h.audits} honest audits, ${h.crossBackend} of them cross-backend (${pairsInfo.count} small cpu-vs-wasm units of ${PAIR_STEPS} steps, k = ${PAIR_K}, batch ${PAIR_B}, through cheap checks + settleAudit, plus the fleets' own audits${gpu}); worst honest relative distance ${h.worstDistance.toExponential(2)} vs tau ${TAU}.`,
   );
   const ua = json.overhead.underAttack as { steps: number };
   lines.push(
@@ -1277,4 +1283,10 @@ function writeDocsSection(
   writeFileSync(path, doc.endsWith('\n') ? doc : `${doc}\n`);
 }
 
-await main();
+if (process.argv.includes('--docs-only')) {
+  // Rewrites the docs section from the last bench/results/verify.json without running anything.
+  const json = JSON.parse(readFileSync('bench/results/verify.json', 'utf8'));
+  writeDocsSection(json, json.table);
+} else {
+  await main();
+}
