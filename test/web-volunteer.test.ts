@@ -136,7 +136,7 @@ describe('volunteer page', () => {
   let second: HeadlessWorker | null = null;
   const secondEvents: { at: number; e: WorkerEvent }[] = [];
 
-  it('Pause stops progress; Stop releases the unit so another worker gets it at once', async () => {
+  it('Pause stops progress, so does a hidden tab; Stop releases the unit so another worker gets it at once', async () => {
     const { page } = w;
     // Mid-unit: some steps done, so there is progress to freeze.
     await waitUntil(
@@ -155,6 +155,28 @@ describe('volunteer page', () => {
     expect(await numberOf(page, 'unit-step')).toBe(step);
     expect((await getJob(c.url, jobId)).unitsDone).toBe(done);
     expect(await page.getByRole('button', { name: 'Resume' }).count()).toBe(1);
+
+    // Resume, then the tab goes hidden: the default policy pauses until it is visible again.
+    await page.getByRole('button', { name: 'Resume' }).click();
+    await expect.poll(() => textOf(page, 'worker-state'), { timeout: 20_000 }).not.toBe('paused');
+    const setHidden = (hidden: boolean) =>
+      page.evaluate((h) => {
+        Object.defineProperty(document, 'visibilityState', { value: h ? 'hidden' : 'visible', configurable: true });
+        document.dispatchEvent(new Event('visibilitychange'));
+      }, hidden);
+    await setHidden(true);
+    await expect.poll(() => textOf(page, 'worker-state'), { timeout: 20_000 }).toBe('paused');
+    expect(await page.getByRole('status').first().textContent()).toMatch(/tab hidden/);
+    await setHidden(false);
+    await expect.poll(() => textOf(page, 'worker-state'), { timeout: 20_000 }).not.toBe('paused');
+    await waitUntil(
+      'training mid-unit again',
+      async () => (await textOf(page, 'worker-state')) === 'training' && (await numberOf(page, 'unit-step')) > 0,
+      60_000,
+      50,
+    );
+    await page.getByRole('button', { name: 'Pause' }).click();
+    await expect.poll(() => textOf(page, 'worker-state'), { timeout: 20_000 }).toBe('paused');
 
     // A second worker connects while the browser holds the round's only unit: it gets nothing.
     second = await runHeadlessWorker({
