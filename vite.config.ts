@@ -37,11 +37,28 @@ function tfjsWasm(): Plugin {
   };
 }
 
+/** The coordinator's page routes, mirrored by the dev server so deep links work under `npm run dev:web` too. */
+function devRoutes(): Plugin {
+  return {
+    name: 'swarmgrad-dev-routes',
+    configureServer(server) {
+      server.middlewares.use((req, _res, next) => {
+        const path = (req.url ?? '').split('?')[0];
+        const query = (req.url ?? '').slice(path.length);
+        if (path === '/requester' || (path.startsWith('/requester/') && !path.includes('.'))) {
+          req.url = `/requester.html${query}`;
+        } else if (path === '/widget/frame') req.url = `/widget-frame.html${query}`;
+        next();
+      });
+    },
+  };
+}
+
 export default defineConfig({
   root,
   publicDir: resolve(import.meta.dirname, 'public'),
   base: '/',
-  plugins: [svelte({ configFile: false }), tfjsWasm()],
+  plugins: [svelte({ configFile: false }), tfjsWasm(), devRoutes()],
   worker: { format: 'es' },
   build: {
     outDir,
