@@ -5,6 +5,8 @@ import { defineConfig } from 'vitest/config';
 export default defineConfig({
   test: {
     include: ['test/**/*.test.ts'],
+    // Browser tests load the built web app; build it once (only when sources changed) before any file runs.
+    globalSetup: ['test/helpers/build-web.ts'],
     pool: 'forks',
     testTimeout: 120_000,
     hookTimeout: 120_000,

@@ -132,11 +132,13 @@ export class WorkerLoop {
   }
 
   resume(): void {
+    const wasPaused = this.paused;
     this.paused = false;
     const w = this.resumeWaiters;
     this.resumeWaiters = [];
     for (const r of w) r();
     this.setState(this.current ? 'training' : 'idle');
+    if (wasPaused && !this.current && this.socket?.readyState === 1) this.requestWork();
   }
 
   /** Finishes cleanly: the unit in hand is released so the coordinator reissues it at once. */
@@ -247,6 +249,11 @@ export class WorkerLoop {
 
   private requestWork(): void {
     if (this.stopping || this.current) return;
+    if (this.paused) {
+      // Paused while idle: ask for nothing until resume, so no lease sits unworked.
+      this.setState('paused');
+      return;
+    }
     this.setState(this.paused ? 'paused' : 'idle');
     this.sendJson({ type: 'request' });
   }
@@ -285,7 +292,7 @@ export class WorkerLoop {
         break;
       }
       case 'lease':
-        if (this.current) {
+        if (this.current || this.stopping) {
           // One unit at a time; give back anything extra.
           this.sendJson({ type: 'release', leaseId: msg.leaseId });
           return;
