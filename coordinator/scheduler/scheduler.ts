@@ -105,8 +105,17 @@ export class Scheduler extends EventEmitter {
 
   // ---- jobs -------------------------------------------------------------------------------------------------
 
-  /** Creates a job from a validated spec and an allow-listed model. Initial weights come from the spec or tfjs. */
-  async createJob(spec: JobSpec, model: object, datasetId: string, owner: string | null = null): Promise<JobRow> {
+  /**
+   * Creates a job from a validated spec and an allow-listed model. Initial weights come from the spec or tfjs. `id`
+   * lets the caller choose the id beforehand (its budget is escrowed under it first).
+   */
+  async createJob(
+    spec: JobSpec,
+    model: object,
+    datasetId: string,
+    owner: string | null = null,
+    id: string = newJobId(),
+  ): Promise<JobRow> {
     const modelBytes = new TextEncoder().encode(JSON.stringify(model));
     const modelHash = await this.blobs.put(modelBytes);
     const built = await tf.models.modelFromJSON(model as Parameters<typeof tf.models.modelFromJSON>[0]);
@@ -125,7 +134,6 @@ export class Scheduler extends EventEmitter {
       weights = given;
     }
     const weightsHash = await this.weights.put(weights);
-    const id = newJobId();
     const row = await this.db.tx(async (q) => {
       await q.query(
         `INSERT INTO jobs (id, owner, name, spec, status, round, rounds, model_hash, dataset_id, weights_hash)
