@@ -28,6 +28,8 @@ export type HelloAuthenticator = (
   hello: HelloMsg,
   challenge: ChallengeMsg,
   remoteAddress: string,
+  /** The id this connection gets once admitted (lets the accounts layer remember how it was admitted). */
+  workerId: string,
 ) => Promise<{ account: string } | { error: string }>;
 
 /** Issues the per-connection challenge; the accounts layer stores the nonce so it can be used once. */
@@ -194,7 +196,7 @@ async function gateway(app: FastifyInstance, opts: GatewayOptions): Promise<void
       }
       let account = hello.account;
       if (opts.authenticate) {
-        const r = await opts.authenticate(hello, await challenge, c.remoteAddress);
+        const r = await opts.authenticate(hello, await challenge, c.remoteAddress, workerId);
         if ('error' in r) return fail(CloseCode.Unauthorized, 'unauthorized', r.error);
         account = r.account;
       }
