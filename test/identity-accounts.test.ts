@@ -26,7 +26,8 @@ async function openStore(kind: StoreKind): Promise<Db & { schema?: string }> {
   if (kind === 'pglite') return openTestDb(kind);
   const schema = newSchemaName();
   const sep = TEST_DATABASE_URL.includes('?') ? '&' : '?';
-  const databaseUrl = `${TEST_DATABASE_URL}${sep}options=-c%20search_path%3D${schema}`;
+  // synchronous_commit=off: tests need no crash durability; locking and visibility are unchanged.
+  const databaseUrl = `${TEST_DATABASE_URL}${sep}options=-c%20search_path%3D${schema}%20-c%20synchronous_commit%3Doff`;
   return Object.assign(await openDb({ databaseUrl, dataDir: 'unused', schema }), { schema });
 }
 
