@@ -32,6 +32,7 @@ import {
   type Posting,
   type PostingLine,
   postingsFor,
+  type SideWrite,
   toPosting,
   withRetry,
 } from './postings.js';
@@ -361,15 +362,17 @@ export class Ledger {
         job!.balance -= it.price;
         accepted.push(it);
       }
+      // One statement: drop the rejected items' event keys, insert the credits, move the money.
+      const sideWrites: SideWrite[] = [];
       if (dropped.length > 0) {
-        await q.query('DELETE FROM ledger_events WHERE event_key = ANY($1::text[])', [dropped]);
+        sideWrites.push({ sql: 'DELETE FROM ledger_events WHERE event_key = ANY($1::text[])', params: [dropped] });
       }
       if (accepted.length > 0) {
-        await q.query(
-          `INSERT INTO ledger_credits (result_id, job_id, worker, amount, vest_at, status, credited_at)
-           SELECT r, j, w, a, v, 'pending', $6::bigint
-           FROM unnest($1::text[], $2::text[], $3::text[], $4::bigint[], $5::bigint[]) AS u(r, j, w, a, v)`,
-          [
+        sideWrites.push({
+          sql: `INSERT INTO ledger_credits (result_id, job_id, worker, amount, vest_at, status, credited_at)
+                SELECT r, j, w, a, v, 'pending', $6::bigint
+                FROM unnest($1::text[], $2::text[], $3::text[], $4::bigint[], $5::bigint[]) AS u(r, j, w, a, v)`,
+          params: [
             accepted.map((it) => it.resultId),
             accepted.map((it) => it.jobId),
             accepted.map((it) => it.worker),
@@ -377,18 +380,21 @@ export class Ledger {
             accepted.map((it) => it.vestAt),
             now,
           ],
-        );
-        await applyPostings(
-          q,
-          accepted.map((it) => ({
-            eventKey: `credit:${it.resultId}`,
-            lines: [
-              { account: jobEscrow(it.jobId, jobById.get(it.jobId)!.requester), amount: -it.price },
-              { account: workerPending(it.worker), amount: it.price },
-            ],
-          })),
-          now,
-        );
+        });
+      }
+      await applyPostings(
+        q,
+        accepted.map((it) => ({
+          eventKey: `credit:${it.resultId}`,
+          lines: [
+            { account: jobEscrow(it.jobId, jobById.get(it.jobId)!.requester), amount: -it.price },
+            { account: workerPending(it.worker), amount: it.price },
+          ],
+        })),
+        now,
+        sideWrites,
+      );
+      if (accepted.length > 0) {
         for (const it of accepted) {
           out.set(it.resultId, {
             status: 'credited',
@@ -448,17 +454,7 @@ export class Ledger {
       );
       if (r.rows.length === 0) return { vested: 0, amount: 0 };
       const credits = r.rows.map((row) => ({ ...row, amount: Number(row.amount) }));
-      await insertEvents(
-        q,
-        credits.map((c) => ({
-          eventKey: `vest:${c.result_id}`,
-          kind: 'vest',
-          fingerprint: JSON.stringify([c.worker, c.amount]),
-          jobId: c.job_id,
-          resultId: c.result_id,
-        })),
-        at,
-      );
+      // Event rows, balances and entries in one statement (the entries' foreign key sees the sibling insert).
       await applyPostings(
         q,
         credits.map((c) => ({
@@ -469,6 +465,20 @@ export class Ledger {
           ],
         })),
         at,
+        [
+          {
+            sql: `INSERT INTO ledger_events (event_key, kind, fingerprint, job_id, result_id, created_at)
+                  SELECT 'vest:' || r, 'vest', json_build_array(w, a)::text, j, r, $5::bigint
+                  FROM unnest($1::text[], $2::text[], $3::bigint[], $4::text[]) AS u(r, w, a, j)`,
+            params: [
+              credits.map((c) => c.result_id),
+              credits.map((c) => c.worker),
+              credits.map((c) => c.amount),
+              credits.map((c) => c.job_id),
+              at,
+            ],
+          },
+        ],
       );
       return { vested: credits.length, amount: credits.reduce((s, c) => s + c.amount, 0) };
     });

@@ -75,15 +75,24 @@ export async function assertSameEvents(q: Queryable, events: EventRecord[]): Pro
   }
 }
 
+/** A write that rides along in the posting statement (its own `$1..$n` placeholders, renumbered on the way in). */
+export interface SideWrite {
+  sql: string;
+  params: unknown[];
+}
+
 /**
- * Applies posting groups (one per event key) in the current transaction. Each group must sum to zero. Balances are
- * updated with one upsert per call, in account-id order so that concurrent transactions lock rows in the same order
- * (no deadlock cycles); the CHECK constraint on ledger_accounts is the last guard against a negative balance.
+ * Applies posting groups (one per event key) in the current transaction, in ONE statement: the balance upsert, the
+ * entry inserts and any side writes (credit rows, …) are data-modifying CTEs, so a posting costs one round trip.
+ * Each group must sum to zero. Balances are upserted in account-id order so that concurrent transactions lock rows
+ * in the same order (no deadlock cycles); the CHECK constraint on ledger_accounts is the last guard against a
+ * negative balance.
  */
 export async function applyPostings(
   q: Queryable,
   groups: { eventKey: string; lines: PostingLine[] }[],
   now: number,
+  sideWrites: SideWrite[] = [],
 ): Promise<Posting[]> {
   const deltas = new Map<string, { account: AccountRef; delta: number }>();
   const entryKeys: string[] = [];
@@ -106,46 +115,63 @@ export async function applyPostings(
     }
     if (sum !== 0) throw new LedgerInvariantError(`posting group ${g.eventKey} sums to ${sum}, not 0`);
   }
-  if (entryKeys.length === 0) return [];
+
+  const ctes: string[] = [];
+  const params: unknown[] = [];
+  const add = (name: string, sql: string, values: unknown[]) => {
+    const offset = params.length;
+    ctes.push(`${name} AS (${sql.replace(/\$(\d+)/g, (_, n) => `$${Number(n) + offset}`)})`);
+    params.push(...values);
+  };
   const touched = [...deltas.values()].sort((a, b) => (a.account.id < b.account.id ? -1 : 1));
-  // One upsert for every touched account, in id order. A new account starts at its delta; a debit of an account
-  // that did not exist starts at 0 in the proposed row and is caught below (every debit should hit a known row).
-  const r = await q
-    .query<{ id: string; inserted: boolean }>(
+  if (entryKeys.length > 0) {
+    // A new account starts at its delta; a debit of an account that did not exist starts at 0 in the proposed
+    // row (the CHECK applies to it before ON CONFLICT) and is caught below: every debit must hit a known row.
+    add(
+      'acc',
       `INSERT INTO ledger_accounts (id, kind, owner, balance, delta)
-     SELECT id, kind, owner, CASE WHEN delta >= 0 OR kind = 'issuance' THEN delta ELSE 0 END, delta
-     FROM unnest($1::text[], $2::text[], $3::text[], $4::bigint[]) WITH ORDINALITY AS u(id, kind, owner, delta, ord)
-     ORDER BY ord
-     ON CONFLICT (id) DO UPDATE SET balance = ledger_accounts.balance + EXCLUDED.delta, delta = EXCLUDED.delta
-     RETURNING id, (xmax = 0) AS inserted`,
+       SELECT id, kind, owner, CASE WHEN delta >= 0 OR kind = 'issuance' THEN delta ELSE 0 END, delta
+       FROM unnest($1::text[], $2::text[], $3::text[], $4::bigint[]) WITH ORDINALITY AS u(id, kind, owner, delta, ord)
+       ORDER BY ord
+       ON CONFLICT (id) DO UPDATE SET balance = ledger_accounts.balance + EXCLUDED.delta, delta = EXCLUDED.delta
+       RETURNING id, (xmax = 0) AS inserted`,
       [
         touched.map((t) => t.account.id),
         touched.map((t) => t.account.kind),
         touched.map((t) => t.account.owner),
         touched.map((t) => t.delta),
       ],
-    )
-    .catch((err) => {
-      if (pgCode(err) === '23514') {
-        throw new LedgerInvariantError(`a posting would take a balance below zero (${(err as Error).message})`);
-      }
-      throw err;
-    });
-  for (const row of r.rows) {
-    const t = deltas.get(row.id)!;
-    if (row.inserted && t.delta < 0 && t.account.kind !== 'issuance') {
-      throw new LedgerInvariantError(`debit of ${row.id}, an account that holds nothing`);
+    );
+    add(
+      'ent',
+      `INSERT INTO ledger_entries (event_key, account_id, owner, amount, created_at)
+       SELECT k, a, o, m, $5::bigint FROM unnest($1::text[], $2::text[], $3::text[], $4::bigint[]) AS u(k, a, o, m)
+       RETURNING id, event_key, account_id, owner, amount, created_at`,
+      [entryKeys, entryAccounts, entryOwners, entryAmounts, now],
+    );
+  }
+  sideWrites.forEach((w, i) => add(`side${i}`, w.sql, w.params));
+  if (ctes.length === 0) return [];
+  const select =
+    entryKeys.length > 0
+      ? `SELECT (SELECT json_agg(json_build_object('id', id, 'inserted', inserted)) FROM acc) AS accounts,
+                (SELECT json_agg(ent ORDER BY id) FROM ent) AS entries`
+      : 'SELECT NULL::json AS accounts, NULL::json AS entries';
+  type Row = { accounts: { id: string; inserted: boolean }[] | null; entries: Record<string, unknown>[] | null };
+  const r = await q.query<Row>(`WITH ${ctes.join(',\n')}\n${select}`, params).catch((err) => {
+    if (pgCode(err) === '23514') {
+      throw new LedgerInvariantError(`a posting would take a balance below zero (${(err as Error).message})`);
+    }
+    throw err;
+  });
+  const row = r.rows[0];
+  for (const a of row.accounts ?? []) {
+    const t = deltas.get(a.id)!;
+    if (a.inserted && t.delta < 0 && t.account.kind !== 'issuance') {
+      throw new LedgerInvariantError(`debit of ${a.id}, an account that holds nothing`);
     }
   }
-  const inserted = await q.query(
-    `INSERT INTO ledger_entries (event_key, account_id, owner, amount, created_at)
-     SELECT k, a, o, m, $5::bigint FROM unnest($1::text[], $2::text[], $3::text[], $4::bigint[]) AS u(k, a, o, m)
-     RETURNING id, event_key, account_id, owner, amount, created_at`,
-    [entryKeys, entryAccounts, entryOwners, entryAmounts, now],
-  );
-  return inserted.rows
-    .map((row) => toPosting({ ...row, kind: deltas.get(String(row.account_id))!.account.kind }))
-    .sort((a, b) => a.id - b.id);
+  return (row.entries ?? []).map((e) => toPosting({ ...e, kind: deltas.get(String(e.account_id))!.account.kind }));
 }
 
 /** Makes sure accounts exist (balance 0) so they can be locked before money moves into them. */
