@@ -228,6 +228,17 @@ describe('EIP-712 typed data', () => {
       expect(verifyPayoutStatement(statement, domain, '0x1234', WEB3_ADDRESS)).toBe(false);
     });
 
+    it('matches the example vector of docs/LEDGER.md', () => {
+      const signed = signPayoutStatement(statement, { chainId: 1 }, coordinatorKey);
+      expect(toHex(typeHash('PayoutStatement', payoutTypedData(statement, domain).types))).toBe(
+        '0x88db632385c34a655002df3c5804abe0c2a5389bb560efbe1161a50488da4149',
+      );
+      expect(signed.digest).toBe('0x3312dde6c0a5b88c4ba20a19db19bf4a84ac2f60f49c4963612b589f61313ad0');
+      expect(signed.signature).toBe(
+        '0x7212c1b8d455984952e7dbefad1c733e7cbe1d69fec4c39fa24f86d478db45111fb21662e6690e327470cb3197918b4bb183012dbf524c1167ffd2dcc18c8df11b',
+      );
+    });
+
     it('is deterministic: the same statement gives the same digest and signature', () => {
       const a = signPayoutStatement(statement, domain, coordinatorKey);
       const b = signPayoutStatement({ ...statement }, domain, coordinatorKey);
