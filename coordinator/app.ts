@@ -2,12 +2,20 @@ import { join } from 'node:path';
 import swagger from '@fastify/swagger';
 import swaggerUi from '@fastify/swagger-ui';
 import Fastify, { type FastifyInstance } from 'fastify';
+import type { Address } from '../shared/identity/address.js';
+import { Accounts, accountsMigrations } from './accounts/index.js';
+import { accountsApi } from './api/accounts.js';
+import { authApi, BEARER, RequestAuth, workerGatewayAuth } from './api/auth.js';
 import { blobsApi } from './api/blobs.js';
 import { datasetsApi } from './api/datasets.js';
 import { installErrorHandler } from './api/errors.js';
 import { jobsApi } from './api/jobs.js';
+import { marketApi } from './api/market.js';
 import { webApp } from './api/web.js';
 import { type CoordinatorConfig, configFromEnv } from './config.js';
+import { Credits, creditsMigrations, loadCoordinatorKey, toMicro } from './credits/index.js';
+import { Ledger, ledgerMigrations } from './ledger/index.js';
+import { marketLeaseCondition, marketMigrations, Offers } from './market/index.js';
 import { Scheduler } from './scheduler/scheduler.js';
 import { BlobStore } from './store/blobs.js';
 import { coreMigrations } from './store/core-migrations.js';
@@ -15,6 +23,7 @@ import { DatasetRepo } from './store/datasets.js';
 import { type Db, openDb } from './store/db.js';
 import { type Migration, runMigrations } from './store/migrate.js';
 import { initTfBackend } from './tf-backend.js';
+import { verifyMigrations } from './verify/migrations.js';
 import { workerGateway } from './worker-gateway/gateway.js';
 
 export interface Coordinator {
@@ -24,6 +33,14 @@ export interface Coordinator {
   datasets: DatasetRepo;
   blobs: BlobStore;
   config: CoordinatorConfig;
+  accounts: Accounts;
+  ledger: Ledger;
+  credits: Credits;
+  offers: Offers;
+  /** The address payout statements are signed with. */
+  signerAddress: Address;
+  /** The authority SIWE messages and worker challenges must name. */
+  domain: string;
   /** http://host:port once listening. */
   url: string;
   close(): Promise<void>;
@@ -31,7 +48,14 @@ export interface Coordinator {
 
 /** Every domain's migrations, applied in id order at startup. */
 export function allMigrations(): Migration[] {
-  return [...coreMigrations];
+  return [
+    ...coreMigrations,
+    ...ledgerMigrations,
+    ...accountsMigrations,
+    ...creditsMigrations,
+    ...marketMigrations,
+    ...verifyMigrations,
+  ];
 }
 
 /**
@@ -52,7 +76,49 @@ export async function startCoordinator(overrides: Partial<CoordinatorConfig> = {
     bodyLimit: config.maxUploadBytes,
     ajv: { customOptions: { removeAdditional: false, coerceTypes: false, allErrors: false } },
   });
-  const scheduler = new Scheduler(db, blobs, datasets, (msg, extra) => app.log.info(extra ?? {}, msg));
+  const log = (msg: string, extra?: object) => app.log.info(extra ?? {}, msg);
+
+  // SIWE messages name the authority clients reach us on. Without PUBLIC_DOMAIN it is known only once the server
+  // listens (port 0 in tests), so Accounts reads it through a getter.
+  let domain = config.publicDomain ?? 'localhost';
+  const accounts = new Accounts(db, {
+    get domain() {
+      return domain;
+    },
+    chainId: config.chainId,
+  });
+  const ledger = new Ledger(db);
+  const offers = new Offers(db);
+  const signer = loadCoordinatorKey({ privateKey: config.coordinatorPrivateKey, dataDir: config.dataDir });
+  const defaultPrice = toMicro(config.defaultPricePerTflop);
+  const credits: Credits = new Credits({
+    db,
+    ledger,
+    // Called from the scheduler's hooks, so only once `scheduler` below exists.
+    paramCount: async (hash): Promise<number> =>
+      (await scheduler.weights.get(hash)).shapes.reduce((n, shape) => n + shape.reduce((a, b) => a * b, 1), 0),
+    defaultPricePerTflop: defaultPrice,
+    challengeWindowMs: config.challengeWindowMs,
+    forfeitFeeRate: config.forfeitFeeRate,
+    refundGraceMs: config.refundGraceMs,
+    sweepEveryMs: config.creditSweepEveryMs,
+    log,
+  });
+  const scheduler: Scheduler = new Scheduler(db, blobs, datasets, log, {
+    ...credits.hooks(),
+    leaseCondition: marketLeaseCondition(db, {
+      defaultPricePerTflop: defaultPrice,
+      reliabilityMinLeases: config.reliabilityMinLeases,
+    }),
+  });
+  // A lost dispute (verification) forfeits the loser's unvested credit. Idempotent by the forfeit's event key; the
+  // credit sweeper's forfeit source catches up on any event this process missed.
+  scheduler.on('forfeit', (f: { eventKey: string; worker: string; reason: string }) => {
+    credits
+      .forfeit({ worker: f.worker, reason: f.reason, eventKey: f.eventKey })
+      .catch((err) => app.log.error({ err, eventKey: f.eventKey }, 'forfeit failed'));
+  });
+  const auth = new RequestAuth(accounts, config.adminKeys);
   installErrorHandler(app);
 
   await app.register(swagger, {
@@ -62,14 +128,58 @@ export async function startCoordinator(overrides: Partial<CoordinatorConfig> = {
         version: '1.0.0',
         description: 'Requester REST API. Workers connect over WebSocket at /api/v1/worker (docs/PROTOCOL.md).',
       },
+      components: {
+        securitySchemes: {
+          bearer: {
+            type: 'http',
+            scheme: 'bearer',
+            description: 'An API key (sgk_…, POST /api/v1/keys) or a session token (sgs_…, POST /api/v1/auth/signin).',
+          },
+        },
+      },
     },
   });
   await app.register(swaggerUi, { routePrefix: '/api/v1/docs' });
   app.get('/api/v1/openapi.json', { schema: { hide: true } }, async () => app.swagger());
   app.get('/api/v1/health', { schema: { hide: true } }, async () => ({ ok: true, store: db.kind }));
 
+  // Dataset uploads need a key like every requester write; reading datasets and blobs stays public (workers).
+  app.addHook('onRoute', (route) => {
+    const methods = Array.isArray(route.method) ? route.method : [route.method];
+    if (route.url !== '/api/v1/datasets' || !methods.includes('POST')) return;
+    const requireKey = async (req: import('fastify').FastifyRequest) => {
+      await auth.require(req);
+    };
+    // onRequest: refused before a byte of the upload is read.
+    const existing = route.onRequest ? (Array.isArray(route.onRequest) ? route.onRequest : [route.onRequest]) : [];
+    route.onRequest = [requireKey, ...existing];
+    route.schema = { ...route.schema, security: BEARER };
+  });
   await app.register(datasetsApi, { datasets, maxUploadBytes: config.maxUploadBytes });
-  await app.register(jobsApi, { db, scheduler, datasets });
+  await app.register(authApi, { auth });
+  await app.register(jobsApi, { db, scheduler, datasets, auth, ledger, credits, devMode: config.devMode });
+  await app.register(accountsApi, {
+    db,
+    ledger,
+    credits,
+    auth,
+    devMode: config.devMode,
+    faucetMaxCredits: config.faucetMaxCredits,
+    reliabilityMinLeases: config.reliabilityMinLeases,
+    signer: {
+      privateKey: signer.privateKey,
+      address: signer.address,
+      chainId: config.chainId,
+      verifyingContract: config.payoutContract,
+    },
+  });
+  await app.register(marketApi, {
+    db,
+    offers,
+    auth,
+    defaultPricePerTflop: defaultPrice,
+    reliabilityMinLeases: config.reliabilityMinLeases,
+  });
   await app.register(blobsApi, { blobs });
   await app.register(workerGateway, {
     scheduler,
@@ -77,6 +187,11 @@ export async function startCoordinator(overrides: Partial<CoordinatorConfig> = {
     replicaId: config.replicaId,
     idleRetryMs: config.idleRetryMs,
     maxPayloadBytes: config.maxUploadBytes,
+    ...workerGatewayAuth({
+      accounts,
+      requireWorkerAuth: config.requireWorkerAuth,
+      markUnverified: (workerId, account) => credits.markUnverified(workerId, account),
+    }),
   });
   await app.register(webApp, { webDir: config.webDir });
 
@@ -92,11 +207,18 @@ export async function startCoordinator(overrides: Partial<CoordinatorConfig> = {
       });
   }, config.sweepEveryMs);
   sweeper.unref();
+  // Spent nonces and dead sessions, now and then.
+  const purger = setInterval(() => {
+    accounts.purgeExpired().catch((err) => app.log.error({ err }, 'purging expired nonces failed'));
+  }, 3_600_000);
+  purger.unref();
 
   await app.listen({ port: config.port, host: config.host });
   const addr = app.server.address();
   const port = typeof addr === 'object' && addr ? addr.port : config.port;
   const host = config.host === '0.0.0.0' || config.host === '::' ? 'localhost' : config.host;
+  if (!config.publicDomain) domain = `${host}:${port}`;
+  credits.sweeper.start();
 
   let closed = false;
   return {
@@ -106,14 +228,24 @@ export async function startCoordinator(overrides: Partial<CoordinatorConfig> = {
     datasets,
     blobs,
     config,
+    accounts,
+    ledger,
+    credits,
+    offers,
+    signerAddress: signer.address,
+    get domain() {
+      return domain;
+    },
     url: `http://${host}:${port}`,
     async close() {
       if (closed) return;
       closed = true;
       clearInterval(sweeper);
+      clearInterval(purger);
       await app.close();
       while (sweeping) await new Promise((r) => setTimeout(r, 20));
       await scheduler.drain();
+      await credits.sweeper.stop();
       await db.close();
     },
   };

@@ -15,11 +15,44 @@ export interface CoordinatorConfig {
   sweepEveryMs: number;
   /** How long an idle worker waits before asking again, ms. */
   idleRetryMs: number;
-  /** Development mode enables the faucet and the demo job. */
+  /** Development mode enables the faucet and the demo job, and lets jobs run without a budget. */
   devMode: boolean;
   /** Name of this replica in logs and worker rows. */
   replicaId: string;
   logLevel: string;
+
+  // ---- identity ----
+  /**
+   * The authority (host[:port]) that SIWE messages and worker challenges must name. Unset: `localhost:<port>` (or
+   * `<host>:<port>` for a specific listen address), known once the server listens.
+   */
+  publicDomain?: string;
+  /** EIP-155 chain id of sign-in messages and payout statements. */
+  chainId: number;
+  /** Workers must answer the challenge with a signature; false admits unsigned hellos (development only). */
+  requireWorkerAuth: boolean;
+  /** Keys that may use the faucet outside development mode (ADMIN_KEYS, comma-separated). */
+  adminKeys: string[];
+  /** The coordinator's payout-statement signing key (0x + 64 hex); unset: DATA_DIR/coordinator-key.json. */
+  coordinatorPrivateKey?: string;
+  /** EIP-712 verifyingContract of payout statements (the claims contract), when there is one. */
+  payoutContract?: string;
+
+  // ---- credits and marketplace ----
+  /** Price of a TFLOP for workers without an offer (the network's default donation price), in credits. */
+  defaultPricePerTflop: number;
+  /** How long a credit stays pending (disputable) before it vests, ms. */
+  challengeWindowMs: number;
+  /** Fraction of a forfeited credit kept by the treasury. */
+  forfeitFeeRate: number;
+  /** How often the credit sweeper credits accepted units, vests and refunds, ms. */
+  creditSweepEveryMs: number;
+  /** An ended job's unspent escrow is refunded this long after it ended (late results still in flight), ms. */
+  refundGraceMs: number;
+  /** Largest faucet deposit, in credits. */
+  faucetMaxCredits: number;
+  /** A worker's reliability counts as unknown (1) until it has this many finished leases. */
+  reliabilityMinLeases: number;
 }
 
 export function configFromEnv(env: NodeJS.ProcessEnv = process.env): CoordinatorConfig {
@@ -36,6 +69,22 @@ export function configFromEnv(env: NodeJS.ProcessEnv = process.env): Coordinator
     devMode: (env.NODE_ENV ?? 'development') !== 'production',
     replicaId: env.REPLICA_ID ?? `r-${process.pid}`,
     logLevel: env.LOG_LEVEL ?? 'info',
+    publicDomain: env.PUBLIC_DOMAIN || undefined,
+    chainId: intEnv(env.CHAIN_ID, 1),
+    requireWorkerAuth: boolEnv(env.REQUIRE_WORKER_AUTH, true),
+    adminKeys: (env.ADMIN_KEYS ?? '')
+      .split(',')
+      .map((k) => k.trim())
+      .filter((k) => k.length > 0),
+    coordinatorPrivateKey: env.COORDINATOR_PRIVATE_KEY || undefined,
+    payoutContract: env.PAYOUT_CONTRACT || undefined,
+    defaultPricePerTflop: numberEnv(env.DEFAULT_PRICE_PER_TFLOP, 1),
+    challengeWindowMs: intEnv(env.CHALLENGE_WINDOW_MS, 24 * 3_600_000),
+    forfeitFeeRate: numberEnv(env.FORFEIT_FEE_RATE, 0.1, 1),
+    creditSweepEveryMs: intEnv(env.CREDIT_SWEEP_EVERY_MS, 2000),
+    refundGraceMs: intEnv(env.REFUND_GRACE_MS, 5000),
+    faucetMaxCredits: numberEnv(env.FAUCET_MAX_CREDITS, 10_000),
+    reliabilityMinLeases: intEnv(env.RELIABILITY_MIN_LEASES, 5),
   };
 }
 
@@ -44,4 +93,18 @@ function intEnv(v: string | undefined, dflt: number): number {
   const n = Number(v);
   if (!Number.isInteger(n) || n < 0) throw new Error(`expected a non-negative integer, got "${v}"`);
   return n;
+}
+
+function numberEnv(v: string | undefined, dflt: number, max = Number.MAX_SAFE_INTEGER): number {
+  if (v === undefined || v === '') return dflt;
+  const n = Number(v);
+  if (!Number.isFinite(n) || n < 0 || n > max) throw new Error(`expected a number in [0, ${max}], got "${v}"`);
+  return n;
+}
+
+function boolEnv(v: string | undefined, dflt: boolean): boolean {
+  if (v === undefined || v === '') return dflt;
+  if (/^(1|true|yes|on)$/i.test(v)) return true;
+  if (/^(0|false|no|off)$/i.test(v)) return false;
+  throw new Error(`expected true or false, got "${v}"`);
 }

@@ -60,7 +60,12 @@ describe.each(STORE_KINDS)('end to end on %s', (kind) => {
       );
       expect(Number(rows[0].n)).toBeGreaterThan(1);
 
-      const model = await tf.loadLayersModel(`${c.url}/api/v1/jobs/${job.id}/model/model.json`);
+      // The model route is owner-only: the key rides on both the model.json and the weights requests.
+      const model = await tf.loadLayersModel(
+        tf.io.http(`${c.url}/api/v1/jobs/${job.id}/model/model.json`, {
+          requestInit: { headers: { authorization: `Bearer ${c.requester.apiKey}` } },
+        }),
+      );
       const acc = heldOutAccuracy(model);
       expect(acc).toBeGreaterThanOrEqual(0.9);
       // The coordinator's own evaluation of the final round agrees with ours.

@@ -13,6 +13,7 @@ import {
   testStore,
   waitFor,
 } from './helpers/cluster.js';
+import { bearer, signedWorker, testIdentity } from './helpers/identities.js';
 import { RawWorker } from './helpers/raw-worker.js';
 
 beforeAll(async () => {
@@ -45,8 +46,7 @@ describe('worker dies mid-unit', () => {
     const workers: ReturnType<typeof spawnWorker>[] = [];
     try {
       const job = await postJob(c.url, smallMnistJob({ rounds: 4, targetAccuracy: undefined }));
-      const doomed = new RawWorker(c.url, '0xdead');
-      await doomed.hello();
+      const doomed = await signedWorker(c.url, '0xdead');
       const lease = await doomed.lease();
       // It trains the unit, then its connection dies before it can upload.
       const { out } = await doomed.train(lease);
@@ -65,8 +65,7 @@ describe('worker dies mid-unit', () => {
       expect(reissued.rows[0].attempts).toBeGreaterThanOrEqual(2);
 
       // The late result arrives after the reissued unit was accepted.
-      const late = new RawWorker(c.url, '0xdead');
-      await late.hello();
+      const late = await signedWorker(c.url, '0xdead');
       const payload = encodeWeights(out.delta);
       const answer = await late.submit(RawWorker.header(lease, out, payload), payload);
       expect(answer.type).toBe('reject');
@@ -74,8 +73,8 @@ describe('worker dies mid-unit', () => {
       late.close();
 
       const mine = await c.db.query<{ n: number }>(
-        `SELECT count(*) AS n FROM results WHERE job_id = $1 AND account = '0xdead' AND status = 'accepted'`,
-        [job.id],
+        `SELECT count(*) AS n FROM results WHERE job_id = $1 AND account = $2 AND status = 'accepted'`,
+        [job.id, testIdentity('0xdead').address],
       );
       expect(Number(mine.rows[0].n)).toBe(0);
       await expectExactlyOnce(c, job.id);
@@ -132,11 +131,12 @@ describe('coordinator restarts mid-job', () => {
 describe('bad input', () => {
   it('rejects malformed specs, unknown layers, unknown datasets and oversize uploads with clear errors', async () => {
     const c = await startTestCoordinator(testStore('pglite'), { maxUploadBytes: 64 * 1024 });
+    const headers = bearer(c.requester.apiKey);
     try {
       const badLayer = smallMnistJob();
       const model = structuredClone(badLayer.model) as { config: { layers: { class_name: string }[] } };
       model.config.layers[1].class_name = 'Lambda';
-      let res = await c.app.inject({ method: 'POST', url: '/api/v1/jobs', payload: { ...badLayer, model } });
+      let res = await c.app.inject({ method: 'POST', url: '/api/v1/jobs', headers, payload: { ...badLayer, model } });
       expect(res.statusCode).toBe(400);
       expect(res.json().field).toBe('/model/config/layers/1/class_name');
       expect(res.json().message).toMatch(/Lambda/);
@@ -144,6 +144,7 @@ describe('bad input', () => {
       res = await c.app.inject({
         method: 'POST',
         url: '/api/v1/jobs',
+        headers,
         payload: { ...smallMnistJob(), optimizer: { type: 'adam', learningRate: -1 } },
       });
       expect(res.statusCode).toBe(400);
@@ -152,35 +153,42 @@ describe('bad input', () => {
       res = await c.app.inject({
         method: 'POST',
         url: '/api/v1/jobs',
+        headers,
         payload: { ...smallMnistJob(), batchSize: 'many' },
       });
       expect(res.statusCode).toBe(400);
       expect(res.json().field).toBe('/batchSize');
 
       const { dataset: _d, ...noDataset } = smallMnistJob();
-      res = await c.app.inject({ method: 'POST', url: '/api/v1/jobs', payload: noDataset });
+      res = await c.app.inject({ method: 'POST', url: '/api/v1/jobs', headers, payload: noDataset });
       expect(res.statusCode).toBe(400);
       expect(res.json().field).toBe('/dataset');
 
-      res = await c.app.inject({ method: 'POST', url: '/api/v1/jobs', payload: { ...smallMnistJob(), colour: 'red' } });
+      res = await c.app.inject({
+        method: 'POST',
+        url: '/api/v1/jobs',
+        headers,
+        payload: { ...smallMnistJob(), colour: 'red' },
+      });
       expect(res.statusCode).toBe(400);
       expect(res.json().field).toBe('/colour');
 
       res = await c.app.inject({
         method: 'POST',
         url: '/api/v1/jobs',
+        headers,
         payload: { ...smallMnistJob(), dataset: 'imagenet' },
       });
       expect(res.statusCode).toBe(404);
       expect(res.json().field).toBe('/dataset');
 
-      res = await c.app.inject({ method: 'GET', url: '/api/v1/jobs/job_nope' });
+      res = await c.app.inject({ method: 'GET', url: '/api/v1/jobs/job_nope', headers });
       expect(res.statusCode).toBe(404);
 
       res = await c.app.inject({
         method: 'POST',
         url: '/api/v1/datasets',
-        headers: { 'content-type': 'application/octet-stream' },
+        headers: { ...headers, 'content-type': 'application/octet-stream' },
         payload: Buffer.alloc(65 * 1024),
       });
       expect(res.statusCode).toBe(413);
@@ -188,7 +196,7 @@ describe('bad input', () => {
       res = await c.app.inject({
         method: 'POST',
         url: '/api/v1/datasets',
-        headers: { 'content-type': 'application/octet-stream' },
+        headers: { ...headers, 'content-type': 'application/octet-stream' },
         payload: Buffer.from('not a dataset at all'),
       });
       expect(res.statusCode).toBe(400);
@@ -209,8 +217,7 @@ describe('bad input', () => {
     const c = await startTestCoordinator(testStore('pglite'));
     try {
       const job = await postJob(c.url, smallMnistJob({ rounds: 1, unitsPerRound: 1, targetAccuracy: undefined }));
-      const w = new RawWorker(c.url, '0xbad');
-      await w.hello();
+      const w = await signedWorker(c.url, '0xbad');
       const lease = await w.lease();
       const { out } = await w.train(lease);
 
@@ -237,8 +244,7 @@ describe('bad input', () => {
 
       // A copycat presenting someone else's lease without its token gets nothing.
       const lease4 = await w.lease();
-      const thief = new RawWorker(c.url, '0xthief');
-      await thief.hello();
+      const thief = await signedWorker(c.url, '0xthief');
       answer = await thief.submit({ ...RawWorker.header(lease4, out, payload), token: 'x' }, payload);
       expect(answer).toMatchObject({ type: 'reject', code: 'bad_token' });
       answer = await thief.submit(RawWorker.header(lease4, out, payload), payload);
@@ -272,23 +278,19 @@ describe('bad input', () => {
     const c = await startTestCoordinator(testStore('pglite'));
     try {
       await postJob(c.url, smallMnistJob({ rounds: 1, unitsPerRound: 2, targetAccuracy: undefined }));
-      const good = new RawWorker(c.url, '0x900d');
-      await good.hello();
+      const good = await signedWorker(c.url, '0x900d');
       const goodLease = await good.lease();
 
-      const noisy = new RawWorker(c.url, '0x4015');
-      await noisy.hello();
+      const noisy = await signedWorker(c.url, '0x4015');
       noisy.send('{this is not json');
       const closed = await noisy.closed;
       expect(closed.code).toBe(4400);
 
-      const schemaBreaker = new RawWorker(c.url, '0x4016');
-      await schemaBreaker.hello();
+      const schemaBreaker = await signedWorker(c.url, '0x4016');
       schemaBreaker.send({ type: 'progress', leaseId: 5 });
       expect((await schemaBreaker.closed).code).toBe(4400);
 
-      const garbageBinary = new RawWorker(c.url, '0x4017');
-      await garbageBinary.hello();
+      const garbageBinary = await signedWorker(c.url, '0x4017');
       garbageBinary.ws.send(Buffer.from([1, 2, 3, 4, 5, 6, 7, 8, 9]));
       expect((await garbageBinary.closed).code).toBe(4400);
 

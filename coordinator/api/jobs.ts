@@ -2,31 +2,47 @@ import { Type } from '@sinclair/typebox';
 import type { FastifyInstance } from 'fastify';
 import { ApiError as ApiErrorSchema, JobSpec, JobView } from '../../shared/protocol/job-spec.js';
 import { checkModelJson } from '../../shared/train/model-allowlist.js';
-import { getJobRow, type JobRow, jobView } from '../scheduler/job-repo.js';
+import type { Principal } from '../accounts/index.js';
+import { type Credits, toCredits, toMicro } from '../credits/index.js';
+import { InsufficientFunds, type Ledger, LedgerError } from '../ledger/index.js';
+import { getJobRow, type JobRow, jobView, newJobId } from '../scheduler/job-repo.js';
 import { type Scheduler, SchedulerError } from '../scheduler/scheduler.js';
 import type { DatasetRepo } from '../store/datasets.js';
 import type { Db } from '../store/db.js';
+import { BEARER, type RequestAuth } from './auth.js';
 import { ApiError } from './errors.js';
 
 export interface JobsApiOptions {
   db: Db;
   scheduler: Scheduler;
   datasets: DatasetRepo;
-  /** Resolves the account that owns requests (API keys, later); null means open access. */
-  ownerOf?: (req: import('fastify').FastifyRequest) => Promise<string | null>;
+  auth: RequestAuth;
+  ledger: Ledger;
+  credits: Credits;
+  /** Development mode lets a job run without a budget (nobody is paid for it). */
+  devMode: boolean;
 }
 
 const IdParams = Type.Object({ id: Type.String({ maxLength: 64 }) });
-const errors = { 400: ApiErrorSchema, 404: ApiErrorSchema };
+const errors = { 400: ApiErrorSchema, 401: ApiErrorSchema, 404: ApiErrorSchema };
 
-/** The requester REST API for jobs: submit, list, watch, cancel, and download the model in tfjs format. */
+/**
+ * The requester REST API for jobs: submit (escrowing the budget), list, watch, cancel, and download the model in tfjs
+ * format. Every route needs an API key or session; a job is visible to its owner only (anyone else gets 404, so ids
+ * of other accounts' jobs are not even confirmed to exist).
+ */
 export async function jobsApi(app: FastifyInstance, opts: JobsApiOptions): Promise<void> {
-  const { db, scheduler, datasets } = opts;
+  const { db, scheduler, datasets, auth, ledger, credits } = opts;
 
-  const loadJob = async (id: string): Promise<JobRow> => {
+  const loadJob = async (id: string, who: Principal): Promise<JobRow> => {
     const job = await getJobRow(db, id);
-    if (!job) throw new ApiError(404, `no job ${id}`, '/id');
+    if (!job || job.owner !== who.address) throw new ApiError(404, `you have no job ${id}`, '/id');
     return job;
+  };
+  const view = async (job: JobRow, includeSpec = false): Promise<JobView> => {
+    const [v, billing] = await Promise.all([jobView(db, job, includeSpec), credits.billing(job.id)]);
+    if (billing) v.billing = billing;
+    return v;
   };
 
   app.post(
@@ -34,12 +50,14 @@ export async function jobsApi(app: FastifyInstance, opts: JobsApiOptions): Promi
     {
       schema: {
         tags: ['jobs'],
-        summary: 'Submit a training job',
+        summary: 'Submit a training job; its budget is escrowed from your available balance',
+        security: BEARER,
         body: JobSpec,
-        response: { 201: JobView, ...errors },
+        response: { 201: JobView, ...errors, 402: ApiErrorSchema },
       },
     },
     async (req, reply) => {
+      const who = await auth.require(req);
       const spec = req.body as JobSpec;
       const checked = checkModelJson(spec.model);
       if (!checked.ok) {
@@ -58,11 +76,40 @@ export async function jobsApi(app: FastifyInstance, opts: JobsApiOptions): Promi
           '/model',
         );
       }
-      const owner = opts.ownerOf ? await opts.ownerOf(req) : null;
+      const budget = spec.budget === undefined ? 0 : toMicro(spec.budget);
+      if (spec.budget === undefined && !opts.devMode) {
+        throw new ApiError(400, '/budget is required: the credits to escrow for this job from your balance', '/budget');
+      }
+      if (spec.budget !== undefined && budget === 0) {
+        throw new ApiError(400, '/budget must be at least 0.000001 credits (one micro-credit)', '/budget');
+      }
+      // Escrow first, under the id the job will get: the money is held before any worker can lease a unit. If the
+      // job cannot be created after all, the escrow goes straight back (and the credit sweeper refunds an escrow
+      // whose job never appeared, should this process die in between).
+      const jobId = newJobId();
+      if (budget > 0) {
+        try {
+          await ledger.escrowJob(jobId, who.address, budget);
+        } catch (err) {
+          if (err instanceof InsufficientFunds) {
+            throw new ApiError(
+              402,
+              `/budget of ${toCredits(budget)} credits exceeds your available balance of ${toCredits(err.available)} ` +
+                'credits (add credits, or lower the budget)',
+              '/budget',
+            );
+          }
+          if (err instanceof LedgerError) throw new ApiError(err.httpStatus, err.message, '/budget');
+          throw err;
+        }
+      }
       try {
-        const job = await scheduler.createJob(spec, checked.model, dataset.id, owner);
-        return reply.status(201).send(await jobView(db, job, true));
+        const job = await scheduler.createJob(spec, checked.model, dataset.id, who.address, jobId);
+        return reply.status(201).send(await view(job, true));
       } catch (err) {
+        if (budget > 0) {
+          await ledger.refundJob(jobId).catch((e) => req.log.error({ err: e, jobId }, 'escrow refund failed'));
+        }
         if (err instanceof SchedulerError) throw new ApiError(err.statusCode, err.message, err.field);
         throw new ApiError(400, `/model could not be built by tfjs: ${(err as Error).message}`, '/model');
       }
@@ -71,10 +118,21 @@ export async function jobsApi(app: FastifyInstance, opts: JobsApiOptions): Promi
 
   app.get(
     '/api/v1/jobs',
-    { schema: { tags: ['jobs'], summary: 'List jobs', response: { 200: Type.Array(JobView) } } },
-    async () => {
-      const { rows } = await db.query<JobRow>('SELECT * FROM jobs ORDER BY created_at DESC LIMIT 200');
-      return Promise.all(rows.map((j) => jobView(db, j)));
+    {
+      schema: {
+        tags: ['jobs'],
+        summary: 'List your jobs (newest first)',
+        security: BEARER,
+        response: { 200: Type.Array(JobView), 401: ApiErrorSchema },
+      },
+    },
+    async (req) => {
+      const who = await auth.require(req);
+      const { rows } = await db.query<JobRow>(
+        'SELECT * FROM jobs WHERE owner = $1 ORDER BY created_at DESC LIMIT 200',
+        [who.address],
+      );
+      return Promise.all(rows.map((j) => view(j)));
     },
   );
 
@@ -83,12 +141,13 @@ export async function jobsApi(app: FastifyInstance, opts: JobsApiOptions): Promi
     {
       schema: {
         tags: ['jobs'],
-        summary: 'A job with its metrics',
+        summary: 'A job with its metrics and billing',
+        security: BEARER,
         params: IdParams,
         response: { 200: JobView, ...errors },
       },
     },
-    async (req) => jobView(db, await loadJob((req.params as { id: string }).id), true),
+    async (req) => view(await loadJob((req.params as { id: string }).id, await auth.require(req)), true),
   );
 
   app.post(
@@ -96,18 +155,20 @@ export async function jobsApi(app: FastifyInstance, opts: JobsApiOptions): Promi
     {
       schema: {
         tags: ['jobs'],
-        summary: 'Cancel a job',
+        summary: 'Cancel a job; its unspent escrow is refunded shortly after',
+        security: BEARER,
         params: IdParams,
         response: { 200: JobView, ...errors, 409: ApiErrorSchema },
       },
     },
     async (req) => {
-      const job = await loadJob((req.params as { id: string }).id);
+      const job = await loadJob((req.params as { id: string }).id, await auth.require(req));
       if (job.status !== 'queued' && job.status !== 'running') {
         throw new ApiError(409, `job is already ${job.status}`, '/id');
       }
       const after = await scheduler.cancelJob(job.id);
-      return jobView(db, after ?? job, true);
+      credits.sweeper.poke();
+      return view(after ?? job, true);
     },
   );
 
@@ -115,9 +176,16 @@ export async function jobsApi(app: FastifyInstance, opts: JobsApiOptions): Promi
   // names the weights by hash so a download that straddles a round boundary can never mix two rounds.
   app.get(
     '/api/v1/jobs/:id/model/model.json',
-    { schema: { tags: ['jobs'], summary: 'Latest model in tfjs layers format', params: IdParams } },
+    {
+      schema: {
+        tags: ['jobs'],
+        summary: 'Latest model in tfjs layers format (send the key: tf.io.http(url, {requestInit: {headers}}))',
+        security: BEARER,
+        params: IdParams,
+      },
+    },
     async (req, reply) => {
-      const job = await loadJob((req.params as { id: string }).id);
+      const job = await loadJob((req.params as { id: string }).id, await auth.require(req));
       const topology = await scheduler.loadModelJson(job.model_hash);
       const weights = await scheduler.weights.get(job.weights_hash);
       reply.header('cache-control', 'no-store');
@@ -144,7 +212,9 @@ export async function jobsApi(app: FastifyInstance, opts: JobsApiOptions): Promi
       const { id, file } = req.params as { id: string; file: string };
       const m = /^weights-([0-9a-f]{64})\.bin$/.exec(file);
       if (!m) throw new ApiError(404, `no file ${file}`, '/file');
-      await loadJob(id);
+      // Weights are content-addressed and workers fetch them as public blobs anyway; the key check here keeps the
+      // model route itself owner-only. Any round's hash is served, so a download straddling a round completes.
+      await loadJob(id, await auth.require(req));
       const weights = await scheduler.weights.get(m[1]).catch(() => null);
       if (!weights) throw new ApiError(404, 'no such weights', '/file');
       const total = weights.data.reduce((s, d) => s + d.length, 0);
@@ -155,7 +225,7 @@ export async function jobsApi(app: FastifyInstance, opts: JobsApiOptions): Promi
         off += d.length;
       }
       reply.header('content-type', 'application/octet-stream');
-      reply.header('cache-control', 'public, max-age=31536000, immutable');
+      reply.header('cache-control', 'private, max-age=31536000, immutable');
       return reply.send(Buffer.from(out.buffer, out.byteOffset, out.byteLength));
     },
   );

@@ -54,6 +54,32 @@ export const Verification = Type.Object(
 );
 export type Verification = Static<typeof Verification>;
 
+/** Requester filters on the workers a job's units may be leased to (the marketplace). */
+export const MarketFilter = Type.Object(
+  {
+    maxPricePerTflop: Type.Optional(
+      Type.Number({
+        minimum: 0,
+        maximum: 1_000_000,
+        description:
+          'Highest price, in credits per 10^12 FLOP, this job pays: units are never leased to a worker whose offer ' +
+          'is above it (volunteers without an offer ask the network default price).',
+      }),
+    ),
+    minReliability: Type.Optional(
+      Type.Number({
+        minimum: 0,
+        maximum: 1,
+        description:
+          'Lowest reliability (fraction of finished leases completed) of the workers this job accepts; workers with ' +
+          'too short a record count as 1.',
+      }),
+    ),
+  },
+  { additionalProperties: false, description: 'Marketplace filters: maximum price and minimum reliability.' },
+);
+export type MarketFilter = Static<typeof MarketFilter>;
+
 export const LossName = Type.Union(
   [
     Type.Literal('categoricalCrossentropy'),
@@ -87,6 +113,17 @@ export const JobSpec = Type.Object(
     seed: Type.Integer({ minimum: 0, maximum: 2 ** 31 - 1, default: 1 }),
     /** How long a worker may hold a unit before it is reissued. */
     unitDeadlineMs: Type.Integer({ minimum: 1_000, maximum: 86_400_000, default: 300_000 }),
+    budget: Type.Optional(
+      Type.Number({
+        exclusiveMinimum: 0,
+        maximum: 1_000_000_000,
+        description:
+          'Credits escrowed from your available balance when the job is submitted (402 when too low). Each accepted ' +
+          'unit pays its price out of it; the unspent rest comes back when the job ends. Required outside ' +
+          'development mode.',
+      }),
+    ),
+    market: Type.Optional(MarketFilter),
   },
   { additionalProperties: false },
 );
@@ -127,6 +164,19 @@ export const JobView = Type.Object({
   createdAt: Type.String(),
   updatedAt: Type.String(),
   spec: Type.Optional(Type.Unknown()),
+  billing: Type.Optional(
+    Type.Object(
+      {
+        budget: Type.Integer({ description: 'Micro-credits escrowed at submission (1 credit = 1,000,000).' }),
+        escrow: Type.Integer({ description: 'Micro-credits still in escrow.' }),
+        spent: Type.Integer({ description: 'Micro-credits paid out to workers for accepted units.' }),
+        refunded: Type.Integer({ description: 'Micro-credits returned to the requester.' }),
+        unitFlops: Type.Integer({ description: 'FLOP estimate of one unit (6 x parameters x examples).' }),
+        closed: Type.Boolean({ description: 'The escrow was refunded: the job pays nothing more.' }),
+      },
+      { description: 'The job budget in the ledger; absent for a job submitted without one (development).' },
+    ),
+  ),
 });
 export type JobView = Static<typeof JobView>;
 

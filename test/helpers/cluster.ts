@@ -5,14 +5,28 @@ import { join } from 'node:path';
 import pg from 'pg';
 import { type Coordinator, startCoordinator } from '../../coordinator/app.js';
 import type { CoordinatorConfig } from '../../coordinator/config.js';
+import { toMicro } from '../../coordinator/credits/money.js';
 import type { JobSpec, JobView } from '../../shared/protocol/job-spec.js';
 import { mnistMlpModel } from '../../shared/train/templates.js';
+import { identityOf, type TestIdentity, testIdentity } from './identities.js';
 import { newSchemaName, type StoreKind, TEST_DATABASE_URL } from './stores.js';
 
 export interface TestCoordinator extends Coordinator {
   dataDir: string;
+  /** A requester account with an API key and TEST_REQUESTER_CREDITS available; postJob/getJob use it by default. */
+  requester: TestIdentity & { apiKey: string };
   /** Stops and deletes everything the coordinator stored (the temp folder, the PostgreSQL schema). */
   destroy(): Promise<void>;
+}
+
+export const TEST_REQUESTER_CREDITS = 1_000_000;
+
+/** The default requester key of each running test coordinator, by URL, for postJob / getJob. */
+const requesterKeys = new Map<string, string>();
+
+/** The default test requester's API key for a coordinator URL. */
+export function requesterKey(url: string): string | undefined {
+  return requesterKeys.get(url);
 }
 
 /** Store settings for a throwaway coordinator; pass the same object again to restart on the same store. */
@@ -33,13 +47,22 @@ export async function startTestCoordinator(
     logLevel: 'warn',
     sweepEveryMs: 200,
     idleRetryMs: 300,
+    creditSweepEveryMs: 200,
+    refundGraceMs: 300,
     webDir: join(process.cwd(), 'dist/web'),
     ...store,
     ...overrides,
   });
   const tc = c as TestCoordinator;
   tc.dataDir = c.config.dataDir;
+  // A funded requester with a key, made directly (tests of sign-in itself go through the HTTP routes).
+  const id = testIdentity('requester');
+  const apiKey = (await c.accounts.createApiKey(id.address, 'test requester')).key;
+  await c.ledger.deposit(id.address, toMicro(TEST_REQUESTER_CREDITS), `test-funding:${id.address}:${Date.now()}`);
+  tc.requester = { ...id, apiKey };
+  requesterKeys.set(c.url, apiKey);
   tc.destroy = async () => {
+    requesterKeys.delete(c.url);
     await c.close();
     if (c.config.databaseSchema) await dropSchema(c.config.databaseSchema);
     rmSync(c.config.dataDir, { recursive: true, force: true });
@@ -77,13 +100,26 @@ export function smallMnistJob(overrides: Partial<JobSpec> = {}): Record<string, 
   };
 }
 
-/** A headless worker in its own process (`bin/worker.ts`), so it can be killed like a real one. */
-export function spawnWorker(url: string, account: string, backend = 'wasm'): ChildProcess & { output: string[] } {
+/**
+ * A headless worker in its own process (`bin/worker.ts`), so it can be killed like a real one. It signs the
+ * challenge with the key of `who` (a test identity, or a label turned into one), passed in SWARMGRAD_PRIVATE_KEY.
+ */
+export function spawnWorker(
+  url: string,
+  who: string | TestIdentity,
+  backend = 'wasm',
+): ChildProcess & { output: string[]; account: string } {
+  const id = identityOf(who);
   const child = spawn(
     process.execPath,
-    ['--import', 'tsx', 'bin/worker.ts', '--coordinator', url, '--account', account, '--backend', backend, '--quiet'],
-    { cwd: process.cwd(), stdio: ['ignore', 'pipe', 'pipe'], env: { ...process.env, LOG_LEVEL: 'warn' } },
-  ) as ChildProcess & { output: string[] };
+    ['--import', 'tsx', 'bin/worker.ts', '--coordinator', url, '--backend', backend, '--quiet'],
+    {
+      cwd: process.cwd(),
+      stdio: ['ignore', 'pipe', 'pipe'],
+      env: { ...process.env, LOG_LEVEL: 'warn', SWARMGRAD_PRIVATE_KEY: id.privateKey },
+    },
+  ) as ChildProcess & { output: string[]; account: string };
+  child.account = id.address;
   child.output = [];
   child.stdout?.on('data', (d) => child.output.push(String(d)));
   child.stderr?.on('data', (d) => child.output.push(String(d)));
@@ -122,16 +158,23 @@ export async function waitFor<T>(
   throw new Error(`timed out waiting for ${what}${last ? `: ${String(last)}` : ''}`);
 }
 
-export async function getJob(url: string, id: string): Promise<JobView> {
-  const res = await fetch(`${url}/api/v1/jobs/${id}`);
+const authHeader = (url: string, apiKey?: string): Record<string, string> => {
+  const key = apiKey ?? requesterKeys.get(url);
+  return key ? { authorization: `Bearer ${key}` } : {};
+};
+
+/** GET a job with `apiKey`, by default the test coordinator's requester key. */
+export async function getJob(url: string, id: string, apiKey?: string): Promise<JobView> {
+  const res = await fetch(`${url}/api/v1/jobs/${id}`, { headers: authHeader(url, apiKey) });
   if (!res.ok) throw new Error(`GET job ${id}: ${res.status}`);
   return (await res.json()) as JobView;
 }
 
-export async function postJob(url: string, spec: Record<string, unknown>): Promise<JobView> {
+/** POST a job with `apiKey`, by default the test coordinator's requester key. */
+export async function postJob(url: string, spec: Record<string, unknown>, apiKey?: string): Promise<JobView> {
   const res = await fetch(`${url}/api/v1/jobs`, {
     method: 'POST',
-    headers: { 'content-type': 'application/json' },
+    headers: { 'content-type': 'application/json', ...authHeader(url, apiKey) },
     body: JSON.stringify(spec),
   });
   if (res.status !== 201) throw new Error(`POST job: ${res.status} ${await res.text()}`);

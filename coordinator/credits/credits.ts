@@ -1,0 +1,270 @@
+import { isAddress, normalizeAddress } from '../../shared/identity/address.js';
+import { estimateFlops } from '../../shared/train/train-unit.js';
+import { escrowId, type ForfeitResult, type Ledger, unitPrice } from '../ledger/index.js';
+import { workerPricePerTflop } from '../market/offers.js';
+import type { JobRow } from '../scheduler/job-repo.js';
+import type { AcceptedResult, SchedulerHooks } from '../scheduler/scheduler.js';
+import type { Db, Queryable } from '../store/db.js';
+import { CreditSweeper } from './credit-sweeper.js';
+import { toMicro } from './money.js';
+
+export interface CreditsOptions {
+  db: Db;
+  ledger: Ledger;
+  /** Number of parameters of a job's model, from its initial weights blob. */
+  paramCount: (weightsHash: string) => Promise<number>;
+  /** Micro-credits per TFLOP for workers without an offer. */
+  defaultPricePerTflop: number;
+  challengeWindowMs: number;
+  forfeitFeeRate: number;
+  refundGraceMs: number;
+  sweepEveryMs: number;
+  log?: (msg: string, extra?: object) => void;
+  now?: () => number;
+}
+
+export interface ForfeitRequest {
+  /** The account that lost the dispute. */
+  worker: string;
+  /** Only this job's unvested credit; all of the worker's unvested credit when omitted. */
+  jobId?: string;
+  reason: string;
+  /** Idempotency key, e.g. `forfeit:<unitId>:<account>`: the same key twice forfeits once. */
+  eventKey: string;
+  /** Treasury's share of the forfeited amount; the coordinator's FORFEIT_FEE_RATE when omitted. */
+  feeRate?: number;
+}
+
+export interface JobBilling {
+  budget: number;
+  escrow: number;
+  spent: number;
+  refunded: number;
+  unitFlops: number;
+  closed: boolean;
+}
+
+export interface CreditRecord {
+  resultId: string;
+  leaseId: string | null;
+  jobId: string;
+  amount: number;
+  pricePerTflop: number;
+  flops: number;
+  state: string;
+  reason: string | null;
+  acceptedAt: number;
+  vestAt: number;
+  eventKey: string;
+}
+
+/** The ledger event of the credit for one accepted result (what the ledger's creditUnits posts it under). */
+export const creditEventKey = (resultId: string): string => `credit:${resultId}`;
+
+/**
+ * The glue between the scheduler and the ledger. Inside the scheduler's transactions it only writes its own rows
+ * (what a job pays with; an intent to credit each accepted result, priced at acceptance). The ledger runs its own
+ * transactions, so it is called after commit, by the credit sweeper, which also vests and refunds; the ledger's
+ * idempotent event keys make every step exactly-once, whatever crashes in between.
+ */
+export class Credits {
+  readonly sweeper: CreditSweeper;
+  private readonly now: () => number;
+
+  constructor(private readonly opts: CreditsOptions) {
+    this.now = opts.now ?? Date.now;
+    this.sweeper = new CreditSweeper(this, opts.db, opts.ledger, {
+      everyMs: opts.sweepEveryMs,
+      refundGraceMs: opts.refundGraceMs,
+      log: opts.log,
+      now: this.now,
+    });
+  }
+
+  /** The scheduler hooks this layer needs: job terms at creation, a credit intent per accepted result, refunds. */
+  hooks(): Required<Pick<SchedulerHooks, 'onJobCreated' | 'onResultAccepted' | 'onJobEnded'>> {
+    return {
+      onJobCreated: (q, job) => this.recordJob(q, job),
+      onResultAccepted: async (q, r) => {
+        await this.recordAcceptance(q, r, this.now());
+        // Runs after this transaction: on PGlite the sweep's first query simply waits for the commit; on PostgreSQL
+        // a sweep that is too early finds nothing and the next one credits it.
+        this.sweeper.poke();
+      },
+      onJobEnded: async () => this.sweeper.poke(),
+    };
+  }
+
+  /** Job terms, in the job's creation transaction: budget, FLOP estimate of a unit, marketplace filters. */
+  async recordJob(q: Queryable, job: JobRow): Promise<void> {
+    const spec = job.spec;
+    const params = await this.opts.paramCount(job.weights_hash);
+    const unitFlops = Math.round(estimateFlops(params, spec.localSteps * spec.batchSize));
+    await q.query(
+      `INSERT INTO credit_jobs (job_id, requester, budget, unit_flops, max_price, min_reliability, created_at)
+       VALUES ($1, $2, $3, $4, $5, $6, $7) ON CONFLICT (job_id) DO NOTHING`,
+      [
+        job.id,
+        job.owner ?? '',
+        spec.budget !== undefined ? toMicro(spec.budget) : 0,
+        unitFlops,
+        spec.market?.maxPricePerTflop !== undefined ? toMicro(spec.market.maxPricePerTflop) : null,
+        spec.market?.minReliability ?? null,
+        this.now(),
+      ],
+    );
+  }
+
+  /**
+   * An intent to credit one accepted result, in the accepting transaction. The price is fixed here: the worker's
+   * offer (or the default donation price), never above the job's maximum, times the job's FLOP estimate of a unit
+   * (the coordinator's own estimate, not the worker's claim). Results that cannot be credited are recorded as
+   * skipped with the reason.
+   */
+  async recordAcceptance(q: Queryable, r: AcceptedResult, acceptedAt: number): Promise<void> {
+    const terms = (
+      await q.query<{ budget: number; unit_flops: number; max_price: number | null }>(
+        'SELECT budget, unit_flops, max_price FROM credit_jobs WHERE job_id = $1',
+        [r.jobId],
+      )
+    ).rows[0];
+    let skip: string | null = null;
+    if (!terms || Number(terms.budget) === 0) skip = 'the job has no budget';
+    else if (!isAddress(r.account)) skip = 'the worker account is not an address';
+    else {
+      const unverified = await q.query(
+        `SELECT 1 FROM results r JOIN leases l ON l.id = r.lease_id
+         JOIN credit_unverified_workers u ON u.worker_id = l.worker_id WHERE r.id = $1`,
+        [r.resultId],
+      );
+      if (unverified.rows.length > 0) skip = 'the worker did not prove its account (unsigned hello)';
+    }
+    const worker = skip === null ? normalizeAddress(r.account) : r.account;
+    let perTflop = 0;
+    let flops = 0;
+    let price = 0;
+    if (skip === null) {
+      perTflop = await workerPricePerTflop(q, worker, this.opts.defaultPricePerTflop);
+      if (terms.max_price !== null) perTflop = Math.min(perTflop, Number(terms.max_price));
+      flops = Number(terms.unit_flops);
+      price = unitPrice(flops, perTflop);
+    }
+    await q.query(
+      `INSERT INTO credit_intents (result_id, job_id, worker, price_per_tflop, flops, price, accepted_at, vest_at,
+                                   state, reason, settled_at)
+       VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11) ON CONFLICT (result_id) DO NOTHING`,
+      [
+        r.resultId,
+        r.jobId,
+        worker,
+        perTflop,
+        flops,
+        price,
+        acceptedAt,
+        acceptedAt + this.opts.challengeWindowMs,
+        skip === null ? 'open' : 'skipped',
+        skip,
+        skip === null ? null : acceptedAt,
+      ],
+    );
+  }
+
+  /** Remembers a connection admitted without a signed challenge: its results are never credited. */
+  async markUnverified(workerId: string, account: string): Promise<void> {
+    await this.opts.db.query(
+      'INSERT INTO credit_unverified_workers (worker_id, account, at) VALUES ($1, $2, $3) ON CONFLICT DO NOTHING',
+      [workerId, account, this.now()],
+    );
+  }
+
+  /**
+   * A lost dispute: the worker's unvested credit (of one job, or all of it) goes back to the escrow it came from
+   * (or to the requester when the job was already refunded), less the treasury's fee. Accepted results not yet
+   * credited are credited first, so that they are forfeited too. Idempotent by eventKey. This is what the
+   * verification layer calls. Returns null for an account that is not an address (an unverified development
+   * worker): it holds no credit.
+   */
+  async forfeit(req: ForfeitRequest): Promise<ForfeitResult | null> {
+    if (!isAddress(req.worker)) return null;
+    const worker = normalizeAddress(req.worker);
+    await this.sweeper.creditOpen({ worker, jobId: req.jobId });
+    return this.opts.ledger.forfeitUnvested({
+      worker,
+      jobId: req.jobId,
+      reason: req.reason,
+      eventKey: req.eventKey,
+      feeRate: req.feeRate ?? this.opts.forfeitFeeRate,
+    });
+  }
+
+  /** The job's budget as the ledger sees it; null for a job without one. */
+  async billing(jobId: string): Promise<JobBilling | null> {
+    const db = this.opts.db;
+    const terms = (
+      await db.query<{ budget: number; unit_flops: number }>(
+        'SELECT budget, unit_flops FROM credit_jobs WHERE job_id = $1',
+        [jobId],
+      )
+    ).rows[0];
+    if (!terms || Number(terms.budget) === 0) return null;
+    const r = await db.query<{ escrow: number | null; spent: number; refunded: number; status: string | null }>(
+      `SELECT (SELECT balance FROM ledger_accounts WHERE id = $2) AS escrow,
+              (SELECT COALESCE(sum(amount), 0)::bigint FROM ledger_credits
+                WHERE job_id = $1 AND status IN ('pending', 'vested')) AS spent,
+              (SELECT COALESCE(sum(e.amount), 0)::bigint FROM ledger_entries e
+                JOIN ledger_events ev ON ev.event_key = e.event_key
+                WHERE ev.job_id = $1 AND ev.kind = 'refund' AND e.amount > 0) AS refunded,
+              (SELECT status FROM ledger_jobs WHERE job_id = $1) AS status`,
+      [jobId, escrowId(jobId)],
+    );
+    const row = r.rows[0];
+    return {
+      budget: Number(terms.budget),
+      escrow: Number(row.escrow ?? 0),
+      spent: Number(row.spent),
+      refunded: Number(row.refunded),
+      unitFlops: Number(terms.unit_flops),
+      closed: row.status === 'closed',
+    };
+  }
+
+  /** A worker's credits, newest first: intent state until credited, then the ledger's pending / vested / forfeited. */
+  async creditsOf(
+    worker: string,
+    opts: { limit?: number; cursor?: string } = {},
+  ): Promise<{ items: CreditRecord[]; nextCursor: string | null }> {
+    const limit = opts.limit ?? 50;
+    const [beforeAt, beforeId] = opts.cursor ? splitCursor(opts.cursor) : [null, null];
+    const r = await this.opts.db.query(
+      `SELECT c.*, r.lease_id, lc.status AS ledger_status FROM credit_intents c
+       LEFT JOIN results r ON r.id = c.result_id
+       LEFT JOIN ledger_credits lc ON lc.result_id = c.result_id
+       WHERE c.worker = $1 AND ($2::bigint IS NULL OR (c.accepted_at, c.result_id) < ($2::bigint, $3::text))
+       ORDER BY c.accepted_at DESC, c.result_id DESC LIMIT $4`,
+      [worker, beforeAt, beforeId, limit + 1],
+    );
+    const items = r.rows.slice(0, limit).map(
+      (row): CreditRecord => ({
+        resultId: String(row.result_id),
+        leaseId: (row.lease_id as string | null) ?? null,
+        jobId: String(row.job_id),
+        amount: Number(row.price),
+        pricePerTflop: Number(row.price_per_tflop),
+        flops: Number(row.flops),
+        state: row.state === 'credited' && row.ledger_status ? String(row.ledger_status) : String(row.state),
+        reason: (row.reason as string | null) ?? null,
+        acceptedAt: Number(row.accepted_at),
+        vestAt: Number(row.vest_at),
+        eventKey: creditEventKey(String(row.result_id)),
+      }),
+    );
+    const last = items[items.length - 1];
+    return { items, nextCursor: r.rows.length > limit && last ? `${last.acceptedAt}.${last.resultId}` : null };
+  }
+}
+
+function splitCursor(cursor: string): [number, string] {
+  const m = /^(\d{1,16})\.([A-Za-z0-9_]{1,100})$/.exec(cursor);
+  if (!m) throw new RangeError('cursor must be the nextCursor of a previous page');
+  return [Number(m[1]), m[2]];
+}
