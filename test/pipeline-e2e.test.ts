@@ -48,7 +48,7 @@ describe.each(STORE_KINDS)('end to end on %s', (kind) => {
           if (j.status === 'failed' || j.status === 'cancelled') throw new Error(`job ${j.status}`);
           return j.status === 'completed' ? j : null;
         },
-        100_000,
+        240_000,
       );
       expect(done.round).toBeGreaterThan(0);
       expect(done.metrics).toHaveLength(done.round);
@@ -75,7 +75,7 @@ describe.each(STORE_KINDS)('end to end on %s', (kind) => {
       await stopWorkers(workers);
       await c.destroy();
     }
-  });
+  }, 300_000);
 });
 
 afterAll(() => {
