@@ -9,7 +9,8 @@
  * interleaved timed runs of the same number of steps from the same weights with SGD 0.1; each path's best run is
  * kept (best-of-N resists noise from other processes on a shared machine). trainUnit's figure includes everything a
  * worker pays per unit: batch assembly from the JS dataset, the per-step loss read and the checkpoint hashes
- * (k = steps/8, as jobs default to). model.fit gets its data as ready-made tensors, as fit users do.
+ * (k = steps/8, as jobs default to). model.fit gets its data as ready-made tensors, as fit users do. Both paths
+ * are timed from weights in JS memory to trained weights in JS memory (set weights, train, read weights back).
  *
  * Writes a table to stdout, bench/results/train.json, and the `## bench:train` section of docs/BENCHMARKS.md.
  */
@@ -24,7 +25,7 @@ import { assignExamples } from '../shared/train/assign.js';
 import { mnistMlpModel } from '../shared/train/templates.js';
 import { trainUnit } from '../shared/train/train-unit.js';
 import type { Dataset, WeightSet } from '../shared/train/types.js';
-import { applyWeights, weightsFromModel } from '../shared/train/weights-format.js';
+import { applyWeights, weightsFromModel, weightsFromModelAsync } from '../shared/train/weights-format.js';
 
 const QUICK = process.argv.includes('--quick');
 const SKIP_WEBGPU = process.argv.includes('--no-webgpu');
@@ -37,12 +38,12 @@ type Backend = 'cpu' | 'wasm' | 'webgpu';
 /**
  * Per backend: how long one timed run should last, repetitions per path, step bounds and checkpoint spacing
  * (0 = steps/8, the job default). WebGPU here is usually SwiftShader (Vulkan on the CPU) and slow, so it gets
- * a fixed 6 steps with a checkpoint every 3, and one timed run per path.
+ * a fixed 6 steps with a checkpoint every 3, and two timed pairs.
  */
 const PLAN: Record<Backend, { seconds: number; reps: number; minSteps: number; maxSteps: number; k: number }> = {
-  cpu: { seconds: QUICK ? 0.8 : 1.5, reps: QUICK ? 1 : 2, minSteps: 16, maxSteps: 200, k: 0 },
-  wasm: { seconds: QUICK ? 0.8 : 1.5, reps: QUICK ? 2 : 3, minSteps: 16, maxSteps: 400, k: 0 },
-  webgpu: { seconds: 0, reps: 1, minSteps: 6, maxSteps: 6, k: 3 },
+  cpu: { seconds: QUICK ? 0.5 : 0.8, reps: QUICK ? 2 : 3, minSteps: 8, maxSteps: 200, k: 0 },
+  wasm: { seconds: QUICK ? 0.5 : 0.8, reps: QUICK ? 3 : 6, minSteps: 16, maxSteps: 400, k: 0 },
+  webgpu: { seconds: 0, reps: QUICK ? 1 : 2, minSteps: 6, maxSteps: 6, k: 3 },
 };
 
 export interface TrainBenchRow {
@@ -54,8 +55,13 @@ export interface TrainBenchRow {
   checkpointEvery: number;
   unitExamplesPerSecond: number;
   fitExamplesPerSecond: number;
-  /** unit / fit: the acceptance target is >= 0.9. */
+  /** Median over back-to-back (unit, fit) pairs of unit / fit: the acceptance target is >= 0.9. */
   ratio: number;
+  /** Best trainUnit run over best fit run. */
+  bestRatio: number;
+  pairs: number;
+  /** Mean share of trainUnit's wall time spent reading, encoding and hashing checkpoint states. */
+  checkpointShare: number;
 }
 
 // ---- measurement ---------------------------------------------------------------------------------------------------
@@ -67,7 +73,7 @@ async function initialWeights(modelJson: object): Promise<WeightSet> {
   return w;
 }
 
-/** Examples per second of trainUnit over `steps` steps of batch `batch`. */
+/** Examples per second of trainUnit over `steps` steps of batch `batch`, and the share of time spent on checkpoints. */
 export async function measureTrainUnit(
   model: object,
   weights: WeightSet,
@@ -76,7 +82,7 @@ export async function measureTrainUnit(
   batch: number,
   checkpointEvery = 0,
   adapter?: string,
-): Promise<number> {
+): Promise<{ rate: number; checkpointShare: number }> {
   const t0 = performance.now();
   const out = await trainUnit({
     model,
@@ -92,7 +98,8 @@ export async function measureTrainUnit(
     indices: assignExamples(17, steps, batch, dataset.trainExamples),
     adapter,
   });
-  return out.examples / ((performance.now() - t0) / 1000);
+  const ms = performance.now() - t0;
+  return { rate: out.examples / (ms / 1000), checkpointShare: (out.timings.checkpointMs ?? 0) / ms };
 }
 
 /** A compiled model plus its fit data, built once per configuration so that only fit itself is timed. */
@@ -110,10 +117,12 @@ export async function prepareFit(model: object, dataset: Dataset, steps: number,
   const xs = tf.tensor2d(x, [idx.length, width]);
   const ys = tf.tidy(() => tf.cast(tf.oneHot(tf.tensor1d(y, 'int32'), dataset.numClasses), 'float32'));
   return {
+    /** Like a unit, from weights in JS memory to trained weights in JS memory. */
     async run(weights: WeightSet): Promise<number> {
-      applyWeights(m, weights);
       const t0 = performance.now();
+      applyWeights(m, weights);
       await m.fit(xs, ys, { batchSize: batch, epochs: 1, shuffle: false, verbose: 0 });
+      await weightsFromModelAsync(m);
       return idx.length / ((performance.now() - t0) / 1000);
     },
     dispose() {
@@ -135,26 +144,39 @@ async function benchConfig(
   const model = mnistMlpModel(hidden);
   const weights = await initialWeights(model);
   // Warm-up: builds and caches the model, compiles kernels/shaders, and gives a rate to size the timed runs.
-  const warmSteps = Math.min(8, plan.minSteps);
+  const warmSteps = Math.min(4, plan.minSteps);
   await measureTrainUnit(model, weights, dataset, warmSteps, batch, plan.k, adapter);
   const rate =
-    plan.seconds > 0 ? await measureTrainUnit(model, weights, dataset, warmSteps, batch, plan.k, adapter) : 0;
+    plan.seconds > 0 ? (await measureTrainUnit(model, weights, dataset, warmSteps, batch, plan.k, adapter)).rate : 0;
   const steps = Math.max(plan.minSteps, Math.min(plan.maxSteps, Math.round((rate * plan.seconds) / batch)));
   const fit = await prepareFit(model, dataset, steps, batch);
   await fit.run(weights);
-  let bestUnit = 0;
-  let bestFit = 0;
-  const unit = () => measureTrainUnit(model, weights, dataset, steps, batch, plan.k, adapter);
+  const units: number[] = [];
+  const fits: number[] = [];
+  const shares: number[] = [];
+  const unit = async () => {
+    const m = await measureTrainUnit(model, weights, dataset, steps, batch, plan.k, adapter);
+    shares.push(m.checkpointShare);
+    return m.rate;
+  };
   for (let r = 0; r < plan.reps; r++) {
-    // Alternating order (fit, unit / unit, fit) so that a slow drift in machine load favours neither path.
+    // Back-to-back pairs in alternating order (fit, unit / unit, fit): each pair sees about the same machine load,
+    // and drift favours neither path.
     if (r % 2 === 0) {
-      bestFit = Math.max(bestFit, await fit.run(weights));
-      bestUnit = Math.max(bestUnit, await unit());
+      fits.push(await fit.run(weights));
+      units.push(await unit());
     } else {
-      bestUnit = Math.max(bestUnit, await unit());
-      bestFit = Math.max(bestFit, await fit.run(weights));
+      units.push(await unit());
+      fits.push(await fit.run(weights));
     }
   }
+  const bestUnit = Math.max(...units);
+  const bestFit = Math.max(...fits);
+  const pairRatios = units.map((u, i) => u / fits[i]).sort((a, b) => a - b);
+  const medianPairRatio =
+    pairRatios.length % 2 === 1
+      ? pairRatios[pairRatios.length >> 1]
+      : (pairRatios[pairRatios.length / 2 - 1] + pairRatios[pairRatios.length / 2]) / 2;
   fit.dispose();
   const row: TrainBenchRow = {
     backend,
@@ -165,11 +187,15 @@ async function benchConfig(
     checkpointEvery: plan.k > 0 ? plan.k : Math.max(1, Math.round(steps / 8)),
     unitExamplesPerSecond: bestUnit,
     fitExamplesPerSecond: bestFit,
-    ratio: bestUnit / bestFit,
+    ratio: medianPairRatio,
+    bestRatio: bestUnit / bestFit,
+    pairs: plan.reps,
+    checkpointShare: shares.reduce((a, b) => a + b, 0) / shares.length,
   };
   log(
     `${backend.padEnd(6)} ${row.model.padEnd(10)} batch ${String(batch).padStart(3)}  steps ${String(steps).padStart(3)}  ` +
-      `trainUnit ${bestUnit.toFixed(0).padStart(6)} ex/s  fit ${bestFit.toFixed(0).padStart(6)} ex/s  ratio ${row.ratio.toFixed(2)}`,
+      `trainUnit ${bestUnit.toFixed(0).padStart(6)} ex/s  fit ${bestFit.toFixed(0).padStart(6)} ex/s  ` +
+      `ratio ${row.ratio.toFixed(2)} (best/best ${row.bestRatio.toFixed(2)})  checkpoints ${(100 * row.checkpointShare).toFixed(0)}%`,
   );
   return row;
 }
@@ -215,14 +241,14 @@ function writeDocs(rows: TrainBenchRow[], overhead: OverheadResult | null, secon
     '## bench:train',
     '',
     `\`npm run bench:train\` (${new Date().toISOString().slice(0, 10)}, ${QUICK ? 'quick, ' : ''}2 CPU cores shared with other work, Node ${process.version}, tfjs ${tf.version.tfjs}). ` +
-      'Examples per second of `trainUnit` against a plain `model.fit` loop on the same backend, model, batch, step count and start weights (SGD 0.1, categorical cross-entropy, MNIST), best of the interleaved runs. ' +
-      'trainUnit includes batch assembly, a loss read per step (per 8 steps on GPU backends) and a state read + sha256 every k steps (k = steps/8 as jobs default to; 2 on WebGPU); fit gets pre-built tensors. Target: ratio >= 0.9. Raw figures: bench/results/train.json.',
+      "Examples per second of `trainUnit` against a plain `model.fit` loop on the same backend, model, batch, step count and start weights (SGD 0.1, categorical cross-entropy, MNIST), measured as back-to-back pairs in alternating order; the ratio is the median over pairs of trainUnit / fit, the throughputs are each path's best run. " +
+      'trainUnit includes batch assembly, a loss read per step (per 8 steps on GPU backends) and a state read + sha256 every k steps (k = steps/8 as jobs default to; 3 on WebGPU), whose share of the trainUnit time is the last column; fit gets pre-built tensors. Both are timed from weights in JS memory to trained weights read back. Target: ratio >= 0.9. Raw figures: bench/results/train.json.',
     '',
-    '| backend | model | batch | steps | k | trainUnit ex/s | model.fit ex/s | ratio |',
-    '| --- | --- | ---: | ---: | ---: | ---: | ---: | ---: |',
+    '| backend | model | batch | steps | k | pairs | trainUnit ex/s (best) | model.fit ex/s (best) | ratio (median of pairs) | best / best | checkpoint share |',
+    '| --- | --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: |',
     ...rows.map(
       (r) =>
-        `| ${r.backend} | ${r.model} | ${r.batch} | ${r.steps} | ${r.checkpointEvery} | ${r.unitExamplesPerSecond.toFixed(0)} | ${r.fitExamplesPerSecond.toFixed(0)} | ${r.ratio.toFixed(2)} |`,
+        `| ${r.backend} | ${r.model} | ${r.batch} | ${r.steps} | ${r.checkpointEvery} | ${r.pairs} | ${r.unitExamplesPerSecond.toFixed(0)} | ${r.fitExamplesPerSecond.toFixed(0)} | ${r.ratio.toFixed(2)} | ${r.bestRatio.toFixed(2)} | ${(100 * r.checkpointShare).toFixed(0)}% |`,
     ),
     '',
   ];
@@ -254,9 +280,11 @@ export async function main(): Promise<void> {
       continue;
     }
     if (adapter) log(`webgpu adapter: ${adapter}`);
+    const tb = performance.now();
     for (const hidden of HIDDEN_SIZES) {
       for (const batch of BATCHES) rows.push(await benchConfig(backend, adapter, hidden, batch, dataset, log));
     }
+    log(`${backend}: ${((performance.now() - tb) / 1000).toFixed(0)} s`);
   }
   await useBackend('wasm');
   const overhead = await measureCoordinatorOverhead(dataset, log);

@@ -1,5 +1,7 @@
 import { afterAll, beforeAll, beforeEach, describe, expect, it } from 'vitest';
 import {
+  CreditBatcher,
+  type CreditUnitInput,
   EventConflict,
   InsufficientFunds,
   InvalidArgument,
@@ -201,6 +203,47 @@ describe.each(STORE_KINDS)('ledger on %s', (kind) => {
       'insufficient_funds',
     ]);
     expect(await ledger.creditUnits([])).toEqual([]);
+  });
+
+  it('batches per-unit credit calls made at once, with each caller getting its own outcome', async () => {
+    class CountingLedger extends Ledger {
+      transactions = 0;
+      override creditUnits(items: CreditUnitInput[]) {
+        this.transactions++;
+        return super.creditUnits(items);
+      }
+    }
+    const counting = new CountingLedger(db, { now: () => clock });
+    const batcher = new CreditBatcher(counting, { maxBatch: 50, concurrency: 2 });
+    const r = newAddress();
+    const jobs = [0, 1, 2, 3].map((j) => `job-${j}-${r}`);
+    await ledger.deposit(r, 4_000, `dep:${r}`);
+    for (const job of jobs) await ledger.escrowJob(job, r, 1_000);
+    const worker = newAddress();
+    const units = Array.from({ length: 200 }, (_, i) => ({
+      jobId: jobs[(i % 150) % 4],
+      resultId: `${r}-u${i % 150}`, // results 0..49 arrive twice, identical
+      worker,
+      price: 20,
+      vestAt: clock,
+    }));
+    const outcomes = await Promise.all(units.map((u) => batcher.credit(u)));
+    await batcher.drain();
+    expect(outcomes.filter((o) => o.status === 'credited')).toHaveLength(150);
+    expect(outcomes.filter((o) => o.status === 'duplicate')).toHaveLength(50);
+    expect(outcomes.every((o, i) => o.resultId === units[i].resultId)).toBe(true);
+    expect(counting.transactions).toBeLessThanOrEqual(5);
+    expect(await ledger.balances(worker)).toMatchObject({ pending: 3_000 });
+    // Bad input fails alone; a unit the escrow cannot pay is rejected alone; the rest go through.
+    const mixed = await Promise.allSettled([
+      batcher.credit({ ...units[0], resultId: `${r}-bad`, price: -1 }),
+      batcher.credit({ ...units[0], resultId: `${r}-big`, jobId: jobs[0], price: 10_000 }),
+      batcher.credit({ ...units[0], resultId: `${r}-ok`, jobId: jobs[1] }),
+    ]);
+    expect(mixed[0]).toMatchObject({ status: 'rejected', reason: { code: 'invalid_amount' } });
+    expect(mixed[1]).toMatchObject({ status: 'fulfilled', value: { status: 'rejected', code: 'insufficient_funds' } });
+    expect(mixed[2]).toMatchObject({ status: 'fulfilled', value: { status: 'credited' } });
+    expect(batcher.backlog).toBe(0);
   });
 
   it('vests credits whose challenge window passed, once', async () => {

@@ -1,5 +1,6 @@
 /** The double-entry ledger: accounts, postings, job escrow, unit credits, vesting, forfeits, payout statements. */
 export * from './account-ids.js';
+export { CreditBatcher, type CreditBatcherOptions } from './credit-batcher.js';
 export * from './errors.js';
 export type {
   Balances,
@@ -13,7 +14,7 @@ export type {
   PostingResult,
   RefundResult,
 } from './ledger.js';
-export { type CreditOutcome, type CreditUnitInput, Ledger, type LedgerOptions } from './ledger.js';
+export { type CreditOutcome, type CreditUnitInput, checkCreditInput, Ledger, type LedgerOptions } from './ledger.js';
 export { ledgerMigrations } from './migrations.js';
 export type { Posting } from './postings.js';
 export { MICRO_PER_CREDIT, unitPrice } from './price.js';

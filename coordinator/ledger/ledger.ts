@@ -167,6 +167,17 @@ function timeMs(field: string, value: unknown): number {
   return value;
 }
 
+/** Validates one unit to credit (throws InvalidArgument / InvalidAmount) and canonicalises its worker address. */
+export function checkCreditInput(it: CreditUnitInput, prefix = ''): CreditUnitInput & { worker: Address } {
+  return {
+    jobId: text(`${prefix}jobId`, it.jobId),
+    resultId: text(`${prefix}resultId`, it.resultId),
+    worker: address(`${prefix}worker`, it.worker),
+    price: checkAmount(`${prefix}price`, it.price),
+    vestAt: timeMs(`${prefix}vestAt`, it.vestAt),
+  };
+}
+
 /** floor(amount x rate) with the rate in parts per million, in BigInt so large amounts stay exact. */
 function feeOf(amount: number, feePpm: bigint): number {
   return Number((BigInt(amount) * feePpm) / 1_000_000n);
@@ -271,13 +282,7 @@ export class Ledger {
    * Within a batch, items of one job are served in order until its escrow runs out.
    */
   async creditUnits(items: CreditUnitInput[]): Promise<CreditOutcome[]> {
-    const clean = items.map((it, i) => ({
-      jobId: text(`items[${i}].jobId`, it.jobId),
-      resultId: text(`items[${i}].resultId`, it.resultId),
-      worker: address(`items[${i}].worker`, it.worker),
-      price: checkAmount(`items[${i}].price`, it.price),
-      vestAt: timeMs(`items[${i}].vestAt`, it.vestAt),
-    }));
+    const clean = items.map((it, i) => checkCreditInput(it, `items[${i}].`));
     if (clean.length === 0) return [];
     const fingerprint = (it: (typeof clean)[number]) => JSON.stringify([it.jobId, it.worker, it.price]);
     // The first occurrence of a result id in the batch is the one that counts; the rest mirror its outcome.

@@ -191,6 +191,7 @@ export async function trainUnit(input: TrainUnitInput): Promise<TrainUnitOutput>
       const checkpointSteps: number[] = [];
       const checkpointStates: WeightSet[] = [];
       let finalWeights: WeightSet | null = null;
+      let checkpointMs = 0;
 
       const flushLosses = async () => {
         if (pending.length === 0) return;
@@ -234,6 +235,7 @@ export async function trainUnit(input: TrainUnitInput): Promise<TrainUnitOutput>
         const done = step + 1;
         if (boundaries.has(done)) {
           await flushLosses();
+          const tc = now();
           const view = await readStateView(stateTensors(), stateNames);
           checkpointHashes.push(sha256HexAsync(encodeWeights(view)));
           checkpointSteps.push(done);
@@ -246,21 +248,21 @@ export async function trainUnit(input: TrainUnitInput): Promise<TrainUnitOutput>
               data: view.data.slice(0, n),
             });
           }
+          checkpointMs += now() - tc;
         } else if (pending.length >= lossGroup) {
           await flushLosses();
         }
       }
       await flushLosses();
+      const tc = now();
+      const checkpoints = await Promise.all(checkpointHashes);
+      checkpointMs += now() - tc;
       const t2 = now();
 
       // `to` is always a boundary, so the final weights were read there.
       const final = finalWeights!;
       const delta = subtractWeights(final, input.startWeights);
-      const [checkpoints, finalHash, deltaHash] = await Promise.all([
-        Promise.all(checkpointHashes),
-        hashWeightsAsync(final),
-        hashWeightsAsync(delta),
-      ]);
+      const [finalHash, deltaHash] = await Promise.all([hashWeightsAsync(final), hashWeightsAsync(delta)]);
       const examples = (to - from) * B;
       const output: TrainUnitOutput = {
         delta,
@@ -272,7 +274,7 @@ export async function trainUnit(input: TrainUnitInput): Promise<TrainUnitOutput>
         examples,
         flops: estimateFlops(trainableParamCount(model), examples),
         backend,
-        timings: { totalMs: now() - t0, trainMs: t2 - t1, setupMs: t1 - t0 },
+        timings: { totalMs: now() - t0, trainMs: t2 - t1, setupMs: t1 - t0, checkpointMs },
         checkpointSteps,
         fromStep: from,
         toStep: to,

@@ -74,7 +74,8 @@ export interface TrainUnitOutput {
   flops: number;
   backend: string;
   adapter?: string;
-  timings: { totalMs: number; trainMs: number; setupMs: number };
+  /** checkpointMs: part of trainMs spent reading, encoding and hashing checkpoint states (verification cost). */
+  timings: { totalMs: number; trainMs: number; setupMs: number; checkpointMs?: number };
   /** The step each entry of `checkpoints` belongs to (after that many steps from the unit's start). */
   checkpointSteps?: number[];
   /** Steps actually run: [fromStep, toStep). */
