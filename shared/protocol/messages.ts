@@ -63,7 +63,18 @@ export type ProgressMsg = Static<typeof ProgressMsg>;
 export const ReleaseMsg = Type.Object({ type: Type.Literal('release'), leaseId: Type.String() });
 export type ReleaseMsg = Static<typeof ReleaseMsg>;
 
-export const ClientMessage = Type.Union([HelloMsg, RequestWorkMsg, ProgressMsg, ReleaseMsg]);
+/**
+ * The worker cannot reveal the checkpoint state the coordinator asked for (it no longer holds the unit's states, or
+ * the index is out of range). A revealed state travels as a binary envelope instead (RevealHeader below).
+ */
+export const RevealErrorMsg = Type.Object({
+  type: Type.Literal('reveal-error'),
+  requestId: Type.String({ maxLength: 100 }),
+  reason: Type.String({ maxLength: 500 }),
+});
+export type RevealErrorMsg = Static<typeof RevealErrorMsg>;
+
+export const ClientMessage = Type.Union([HelloMsg, RequestWorkMsg, ProgressMsg, ReleaseMsg, RevealErrorMsg]);
 export type ClientMessage = Static<typeof ClientMessage>;
 
 // ---- coordinator -> worker -------------------------------------------------------------------------------------
@@ -143,7 +154,35 @@ export type RevokeMsg = Static<typeof RevokeMsg>;
 export const ErrorMsg = Type.Object({ type: Type.Literal('error'), code: Type.String(), message: Type.String() });
 export type ErrorMsg = Static<typeof ErrorMsg>;
 
-export type ServerMessage = ChallengeMsg | WelcomeMsg | LeaseMsg | IdleMsg | AckMsg | RejectMsg | RevokeMsg | ErrorMsg;
+/**
+ * Verification asks for the full training state (weights + optimizer slots) a worker committed as
+ * `checkpoints[index]` of the result it submitted for `leaseId`. The worker answers with a binary envelope whose
+ * header is a RevealHeader, or with `reveal-error`. A worker keeps its states until `settled`, also while it trains
+ * the next unit and across reconnects; the coordinator's deadline decides how long it may take.
+ */
+export const RevealRequestMsg = Type.Object({
+  type: Type.Literal('reveal'),
+  requestId: Type.String(),
+  leaseId: Type.String(),
+  index: Type.Integer({ minimum: 0 }),
+});
+export type RevealRequestMsg = Static<typeof RevealRequestMsg>;
+
+/** The result of this lease is final (aggregated or rejected): its checkpoint states may be dropped. */
+export const SettledMsg = Type.Object({ type: Type.Literal('settled'), leaseId: Type.String() });
+export type SettledMsg = Static<typeof SettledMsg>;
+
+export type ServerMessage =
+  | ChallengeMsg
+  | WelcomeMsg
+  | LeaseMsg
+  | IdleMsg
+  | AckMsg
+  | RejectMsg
+  | RevokeMsg
+  | ErrorMsg
+  | RevealRequestMsg
+  | SettledMsg;
 
 // ---- result envelope header (binary frame) ---------------------------------------------------------------------
 
@@ -165,3 +204,12 @@ export const ResultHeader = Type.Object({
   timings: Type.Object({ totalMs: Type.Number(), trainMs: Type.Number() }, { additionalProperties: true }),
 });
 export type ResultHeader = Static<typeof ResultHeader>;
+
+/** Header of the binary envelope that answers a RevealRequestMsg; the payload is the state in the weights format. */
+export const RevealHeader = Type.Object({
+  type: Type.Literal('reveal'),
+  requestId: Type.String({ maxLength: 100 }),
+  leaseId: Type.String({ maxLength: 100 }),
+  index: Type.Integer({ minimum: 0 }),
+});
+export type RevealHeader = Static<typeof RevealHeader>;

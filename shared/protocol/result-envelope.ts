@@ -1,13 +1,14 @@
-import type { ResultHeader } from './messages.js';
+import type { ResultHeader, RevealHeader } from './messages.js';
 
 /**
  * A result travels as one binary WebSocket frame so header and payload can never be split or reordered:
  *   'SGR1' | u32 LE header length | UTF-8 JSON header | delta bytes (weights format).
+ * A revealed checkpoint state uses the same frame with a RevealHeader (`type: 'reveal'`) and the state as payload.
  */
 const MAGIC = [0x53, 0x47, 0x52, 0x31]; // 'SGR1'
 const MAX_HEADER = 1 << 20;
 
-export function encodeResultEnvelope(header: ResultHeader, payload: Uint8Array): Uint8Array {
+export function encodeResultEnvelope(header: ResultHeader | RevealHeader, payload: Uint8Array): Uint8Array {
   const head = new TextEncoder().encode(JSON.stringify(header));
   const out = new Uint8Array(8 + head.length + payload.length);
   out.set(MAGIC, 0);
