@@ -14,6 +14,8 @@ export interface UnitInputs {
   startWeights: WeightSet;
   dataset: Dataset;
   indices: Int32Array;
+  /** Give the event loop a turn between steps (the live coordinator keeps serving sockets while it referees). */
+  yieldToEventLoop?: boolean;
 }
 
 /**

@@ -1,0 +1,1016 @@
+import type { ResultHeader } from '../../shared/protocol/messages.js';
+import { assignExamples } from '../../shared/train/assign.js';
+import { trainUnit } from '../../shared/train/train-unit.js';
+import type { Dataset, TrainUnitSpec, WeightSet } from '../../shared/train/types.js';
+import { decodeWeights } from '../../shared/train/weights-format.js';
+import type { DisputeParty, PartyId } from '../../shared/verify/bisect.js';
+import { cheapCheck } from '../../shared/verify/cheap-checks.js';
+import { checkpointEvery, getJobRow, type JobRow } from '../scheduler/job-repo.js';
+import type { WeightCache } from '../scheduler/round-weights.js';
+import type { AcceptedResult, SchedulerHooks } from '../scheduler/scheduler.js';
+import type { Db, Queryable } from '../store/db.js';
+import {
+  type AuditSettlement,
+  type ComparableResult,
+  type JobVerificationPolicy,
+  VerificationEngine,
+} from './engine.js';
+import { TrainUnitReferee, type UnitInputs } from './referee.js';
+import { RevealShutdown, type RevealTransport } from './reveal-hub.js';
+import { addCost, type ForfeitRecord, getTrust, lockTrust, recordEvent, saveTrust } from './store.js';
+
+/**
+ * The verification layer inside the live coordinator (docs/VERIFICATION.md, "Integration"). The scheduler calls it
+ * at a few hook points; it decides audits, settles audited units with the VerificationEngine (reveals over the worker
+ * gateway, the referee in process), applies verdicts and consequences, and keeps trust, records and costs in the
+ * store.
+ *
+ * Unit life cycle (units.status / units.audit_of):
+ *   pending -> leased -> [result passes cheap checks]
+ *     not audited: done (accepted, trust +1, credited)
+ *     audited: pending again with audit_of = that result; leasable only to another account and address, as an
+ *       ordinary lease (same unit spec, fresh lease id and token) -> leased -> [second result] -> verifying
+ *   verifying -> settleAudit: both valid: done (first accepted, second confirmed, both credited)
+ *                             one lost a dispute: the winner waits for one more audit (audit_of = winner)
+ *                             both lost: pending, from scratch
+ *   pending with audit_of, nobody eligible for selfAuditAfterMs: the coordinator recomputes the unit itself.
+ * A round aggregates only when every unit is done, so no unit under audit or dispute can be aggregated.
+ */
+
+export interface VerifyOptions {
+  /** Time a worker has to answer one reveal request; a party that does not answer in time loses. */
+  revealTimeoutMs: number;
+  /**
+   * When nobody eligible has taken a unit's audit copy for max(this, 2 x the time the unit took), the coordinator
+   * recomputes the unit itself (one at a time). null: never (the unit waits for an eligible worker).
+   */
+  selfAuditAfterMs: number | null;
+  /** A settlement claim older than this is presumed dead (a crashed replica) and retaken. */
+  settleClaimMs: number;
+  /** After a settlement failed with an error (not a verdict), retry after this long. */
+  settleRetryMs: number;
+  /** Uniform [0, 1) source for audit draws and spot-check choices (tests pass a seeded or scripted one). */
+  rng?: () => number;
+  /** Global floor of the audit probability for trusted accounts (shared/verify/trust.ts default unless set). */
+  policyFloor?: number;
+  spotCheckOnMatch?: boolean;
+}
+
+export const DEFAULT_VERIFY_OPTIONS: VerifyOptions = {
+  revealTimeoutMs: 30_000,
+  selfAuditAfterMs: 20_000,
+  settleClaimMs: 10 * 60_000,
+  settleRetryMs: 5_000,
+};
+
+/** VERIFY_REVEAL_TIMEOUT_MS, VERIFY_SELF_AUDIT_AFTER_MS ('off' disables it), VERIFY_SETTLE_CLAIM_MS. */
+export function verifyOptionsFromEnv(env: Record<string, string | undefined> = process.env): VerifyOptions {
+  const int = (v: string | undefined, dflt: number) => {
+    if (v === undefined || v === '') return dflt;
+    const n = Number(v);
+    if (!Number.isInteger(n) || n < 1) throw new Error(`expected a positive integer, got "${v}"`);
+    return n;
+  };
+  const selfAudit = env.VERIFY_SELF_AUDIT_AFTER_MS;
+  return {
+    ...DEFAULT_VERIFY_OPTIONS,
+    revealTimeoutMs: int(env.VERIFY_REVEAL_TIMEOUT_MS, DEFAULT_VERIFY_OPTIONS.revealTimeoutMs),
+    selfAuditAfterMs: selfAudit === 'off' ? null : int(selfAudit, DEFAULT_VERIFY_OPTIONS.selfAuditAfterMs ?? 20_000),
+    settleClaimMs: int(env.VERIFY_SETTLE_CLAIM_MS, DEFAULT_VERIFY_OPTIONS.settleClaimMs),
+  };
+}
+
+/** What the scheduler lends the verification layer. */
+export interface SchedulerPort {
+  db: Db;
+  weights: WeightCache;
+  hooks: SchedulerHooks;
+  loadModel(hash: string): Promise<object>;
+  loadDataset(id: string): Promise<Dataset>;
+  emit(event: string, payload?: unknown): void;
+  completeRound(jobId: string, round: number): Promise<boolean>;
+  track(p: Promise<unknown>): void;
+  log(msg: string, extra?: object): void;
+}
+
+/**
+ * What to do with a result that passed the cheap checks: accept it (unaudited), hold it for an audit, settle the unit
+ * (it was the audit copy), or refuse it (the unit is settled or being settled, or the submitter may not audit it).
+ */
+export type ResultRoute = 'accept' | 'audit' | 'settle' | 'refuse';
+
+interface UnitRow {
+  status: string;
+  audit_of: string | null;
+  data_seed: number | string;
+  result_id: string | null;
+}
+
+interface ResultRow {
+  id: string;
+  lease_id: string;
+  job_id: string;
+  round: number;
+  idx: number;
+  account: string;
+  status: string;
+  delta_hash: string;
+  checkpoints: string[] | string;
+  examples: number;
+  flops: number;
+  backend: string | null;
+  final_at: number | string | null;
+}
+
+/** Side effects collected inside a transaction and carried out after it commits. */
+class Effects {
+  revoked: { leaseId: string; workerId: string | null; reason: string }[] = [];
+  forfeits: ForfeitRecord[] = [];
+  settled: { account: string; leaseId: string }[] = [];
+  work = false;
+  rounds: { jobId: string; round: number }[] = [];
+}
+
+const unitKey = (jobId: string, round: number, idx: number) => `${jobId}/${round}/${idx}`;
+
+/** Codes of transport-level failures: refused, but no evidence of cheating (a corrupted upload, a client bug). */
+const NOT_PUNISHED = new Set(['hash_mismatch', 'malformed_delta', 'bad_header']);
+
+export class AuditCoordinator {
+  private opts: VerifyOptions;
+  engine: VerificationEngine;
+  private transport: RevealTransport | null = null;
+  private closing = false;
+  private readonly settling = new Set<string>();
+  private selfAuditing = false;
+  private readonly now = () => Date.now();
+
+  constructor(
+    private readonly port: SchedulerPort,
+    opts: Partial<VerifyOptions> = {},
+  ) {
+    this.opts = { ...DEFAULT_VERIFY_OPTIONS, ...opts };
+    this.engine = this.buildEngine();
+  }
+
+  /** Changes options at run time (tests shorten deadlines, force or script audit draws). */
+  configure(opts: Partial<VerifyOptions>): void {
+    this.opts = { ...this.opts, ...opts };
+    this.engine = this.buildEngine();
+  }
+
+  get options(): Readonly<VerifyOptions> {
+    return this.opts;
+  }
+
+  private buildEngine(): VerificationEngine {
+    return new VerificationEngine({
+      rng: this.opts.rng,
+      policyFloor: this.opts.policyFloor,
+      revealTimeoutMs: this.opts.revealTimeoutMs,
+      spotCheckOnMatch: this.opts.spotCheckOnMatch,
+    });
+  }
+
+  /** The worker gateway plugs in here; without it every reveal fails (and its party loses). */
+  attachTransport(t: RevealTransport | null): void {
+    this.transport = t;
+  }
+
+  /** Shutdown: settlements in flight stop without ruling (their claims are released for whoever runs next). */
+  stop(): void {
+    this.closing = true;
+  }
+
+  private policy(job: JobRow): JobVerificationPolicy {
+    const v = job.spec.verification;
+    return { minAuditProbability: v?.minAuditProbability ?? 0, tolerance: v?.tolerance ?? 0 };
+  }
+
+  // ---- leasing ------------------------------------------------------------------------------------------------
+
+  /**
+   * SQL condition on candidate units `u` for a lease: a unit waiting for its audit copy goes only to an account (and
+   * network address, where known) that has no result for that unit, whatever its status.
+   */
+  leaseCondition(who: { account: string; address?: string }, firstParam: number): { sql: string; params: unknown[] } {
+    const byAddress = who.address ? ` OR (r.address IS NOT NULL AND r.address = $${firstParam + 1})` : '';
+    return {
+      sql: `u.audit_of IS NULL OR NOT EXISTS (SELECT 1 FROM results r WHERE r.job_id = u.job_id AND r.round = u.round
+              AND r.idx = u.idx AND (r.account = $${firstParam}${byAddress}))`,
+      params: who.address ? [who.account, who.address] : [who.account],
+    };
+  }
+
+  // ---- results ------------------------------------------------------------------------------------------------
+
+  private async unitInputs(job: JobRow, dataSeed: number): Promise<UnitInputs & { k: number }> {
+    const spec = job.spec;
+    const k = checkpointEvery(spec);
+    const [model, dataset, startWeights] = await Promise.all([
+      this.port.loadModel(job.model_hash),
+      this.port.loadDataset(job.dataset_id),
+      this.port.weights.get(job.weights_hash),
+    ]);
+    const trainSpec: TrainUnitSpec = {
+      steps: spec.localSteps,
+      batchSize: spec.batchSize,
+      checkpointEvery: k,
+      optimizer: spec.optimizer,
+      loss: spec.loss,
+    };
+    const indices = assignExamples(dataSeed, spec.localSteps, spec.batchSize, dataset.trainExamples);
+    return { model, spec: trainSpec, startWeights, dataset, indices, k };
+  }
+
+  private async dataSeed(q: Queryable, jobId: string, round: number, idx: number): Promise<number> {
+    const { rows } = await q.query<{ data_seed: number | string }>(
+      'SELECT data_seed FROM units WHERE job_id = $1 AND round = $2 AND idx = $3',
+      [jobId, round, idx],
+    );
+    if (!rows[0]) throw new Error(`unit ${unitKey(jobId, round, idx)} does not exist`);
+    return Number(rows[0].data_seed);
+  }
+
+  /**
+   * The cheap checks of shared/verify/cheap-checks.ts on a result whose bytes already parsed with the model's shapes:
+   * loss trace against coordinator-side forward passes (first loss, final loss, progress), delta norm, commitments.
+   * Returns the reject code and reason, or null.
+   */
+  async checkResult(
+    job: JobRow,
+    unit: { round: number; idx: number },
+    header: ResultHeader,
+    payload: Uint8Array,
+  ): Promise<{ code: string; reason: string } | null> {
+    const inputs = await this.unitInputs(job, await this.dataSeed(this.port.db, job.id, unit.round, unit.idx));
+    const r = await cheapCheck({
+      model: inputs.model,
+      dataset: inputs.dataset,
+      loss: inputs.spec.loss,
+      steps: inputs.spec.steps,
+      batchSize: inputs.spec.batchSize,
+      checkpointEvery: inputs.k,
+      indices: inputs.indices,
+      startWeights: inputs.startWeights,
+      delta: decodeWeights(payload),
+      checkpoints: header.checkpoints,
+      losses: header.losses,
+    });
+    await addCost(this.port.db, this.costKey(job, unit.round, unit.idx), { cheapExamples: r.forwardExamples });
+    return r.ok ? null : { code: r.code.replaceAll('-', '_'), reason: r.reason };
+  }
+
+  private costKey(job: JobRow, round: number, idx: number) {
+    return { jobId: job.id, round, idx, batchSize: job.spec.batchSize };
+  }
+
+  /**
+   * Inside the scheduler's accepting transaction, before the result row exists: what happens to this result. Locks
+   * the unit row. For 'audit' and 'settle' the unit row is updated here; for 'accept' the scheduler marks it done.
+   */
+  async routeResult(
+    q: Queryable,
+    r: { job: JobRow; round: number; idx: number; account: string; address?: string; resultId: string },
+  ): Promise<ResultRoute> {
+    const { rows } = await q.query<UnitRow>(
+      'SELECT status, audit_of, data_seed, result_id FROM units WHERE job_id = $1 AND round = $2 AND idx = $3 FOR UPDATE',
+      [r.job.id, r.round, r.idx],
+    );
+    const u = rows[0];
+    if (!u || u.status === 'done' || u.status === 'verifying') return 'refuse';
+    const cost = this.costKey(r.job, r.round, r.idx);
+    if (u.audit_of) {
+      // The audit copy. Its holder was chosen under the lease condition; a late result of an older lease is checked
+      // here with the same rule.
+      const clash = await q.query(
+        `SELECT 1 FROM results WHERE job_id = $1 AND round = $2 AND idx = $3
+           AND (account = $4 OR ($5::text IS NOT NULL AND address = $5)) LIMIT 1`,
+        [r.job.id, r.round, r.idx, r.account, r.address ?? null],
+      );
+      if (clash.rows.length > 0) return 'refuse';
+      await q.query(
+        `UPDATE units SET status = 'verifying', settle_claimed_at = NULL WHERE job_id = $1 AND round = $2 AND idx = $3`,
+        [r.job.id, r.round, r.idx],
+      );
+      await addCost(q, cost, { workerSteps: r.job.spec.localSteps });
+      return 'settle';
+    }
+    const trust = await getTrust(q, r.account);
+    await addCost(q, cost, { workerSteps: r.job.spec.localSteps });
+    if (!this.engine.shouldAudit(trust, this.policy(r.job))) return 'accept';
+    await q.query(
+      `UPDATE units SET status = 'pending', audit_of = $4, audit_since = $5, settle_claimed_at = NULL
+       WHERE job_id = $1 AND round = $2 AND idx = $3`,
+      [r.job.id, r.round, r.idx, r.resultId, this.now()],
+    );
+    return 'audit';
+  }
+
+  /** In the accepting transaction of an unaudited result, after its row exists: trust +1, marked final. */
+  async afterAccepted(q: Queryable, job: JobRow, r: { round: number; idx: number; account: string; resultId: string }) {
+    const now = this.now();
+    const before = await lockTrust(q, r.account, now);
+    await saveTrust(q, r.account, before, this.engine.applyVerdict(before, 'valid'), now);
+    await q.query('UPDATE results SET final_at = $2 WHERE id = $1', [r.resultId, now]);
+    await addCost(q, this.costKey(job, r.round, r.idx), { primarySteps: job.spec.localSteps });
+  }
+
+  /** After the accepting transaction of a result held for audit or settlement. */
+  afterHeld(route: ResultRoute, jobId: string, round: number, idx: number): void {
+    if (route === 'audit') this.port.emit('work');
+    if (route === 'settle') this.startSettlement(jobId, round, idx);
+  }
+
+  /** A result failed a cheap check (already recorded as rejected): consequences for its account, unless benign. */
+  async onCheapCheckFailed(
+    job: JobRow,
+    lease: { id: string; round: number; idx: number; account: string },
+    code: string,
+    reason: string,
+  ): Promise<void> {
+    if (NOT_PUNISHED.has(code)) return;
+    const effects = new Effects();
+    await this.port.db.tx(async (q) => {
+      await q.query('SELECT 1 FROM jobs WHERE id = $1 FOR UPDATE', [job.id]);
+      await recordEvent(q, {
+        kind: 'cheap-check',
+        jobId: job.id,
+        round: lease.round,
+        idx: lease.idx,
+        account: lease.account,
+        outcome: code,
+        reason,
+        at: this.now(),
+      });
+      await this.punish(
+        q,
+        { job, round: lease.round, idx: lease.idx, account: lease.account, leaseId: lease.id },
+        `cheap check ${code}: ${reason}`,
+        effects,
+      );
+    });
+    this.flush(effects);
+  }
+
+  // ---- settlement ---------------------------------------------------------------------------------------------
+
+  startSettlement(jobId: string, round: number, idx: number): void {
+    this.port.track(
+      this.settle(jobId, round, idx).catch((err) =>
+        this.port.log('settlement failed', { jobId, round, idx, err: String(err) }),
+      ),
+    );
+  }
+
+  private reveal(account: string, leaseId: string, index: number): Promise<WeightSet> {
+    if (!this.transport) return Promise.reject(new Error('no worker gateway to reach the worker'));
+    // The engine's own deadline (revealTimeoutMs) fires first; this one only clears the request.
+    return this.transport.reveal(account, leaseId, index, this.opts.revealTimeoutMs + 1_000);
+  }
+
+  private async releaseClaim(jobId: string, round: number, idx: number, retryInMs: number | null): Promise<void> {
+    const at = retryInMs === null ? null : this.now() - this.opts.settleClaimMs + retryInMs;
+    await this.port.db.query(
+      `UPDATE units SET settle_claimed_at = $4 WHERE job_id = $1 AND round = $2 AND idx = $3 AND status = 'verifying'`,
+      [jobId, round, idx, at],
+    );
+  }
+
+  /** Settles a unit whose two copies are in: compare, spot check or dispute, then verdicts and consequences. */
+  private async settle(jobId: string, round: number, idx: number): Promise<void> {
+    const key = unitKey(jobId, round, idx);
+    if (this.settling.has(key) || this.closing) return;
+    this.settling.add(key);
+    try {
+      const now = this.now();
+      const claimed = await this.port.db.query<UnitRow>(
+        `UPDATE units SET settle_claimed_at = $4
+         WHERE job_id = $1 AND round = $2 AND idx = $3 AND status = 'verifying'
+           AND (settle_claimed_at IS NULL OR settle_claimed_at < $5)
+         RETURNING status, audit_of, data_seed, result_id`,
+        [jobId, round, idx, now, now - this.opts.settleClaimMs],
+      );
+      const u = claimed.rows[0];
+      if (!u) return;
+      try {
+        await this.settleClaimed(jobId, round, idx, u);
+      } catch (err) {
+        await this.releaseClaim(jobId, round, idx, this.opts.settleRetryMs).catch(() => {});
+        throw err;
+      }
+    } finally {
+      this.settling.delete(key);
+    }
+  }
+
+  private async settleClaimed(jobId: string, round: number, idx: number, u: UnitRow): Promise<void> {
+    const db = this.port.db;
+    const job = await getJobRow(db, jobId);
+    if (!job || job.status !== 'running' || job.round !== round) return;
+    const { rows } = await db.query<ResultRow>(
+      `SELECT * FROM results WHERE job_id = $1 AND round = $2 AND idx = $3 AND status = 'pending' ORDER BY created_at`,
+      [jobId, round, idx],
+    );
+    const a = rows.find((r) => r.id === u.audit_of);
+    const b = rows.filter((r) => r.id !== u.audit_of).at(-1);
+    if (!a || !b) {
+      // Nothing to compare (a self-audit interrupted by a restart, or a reissue): wait for a copy again.
+      await db.query(
+        `UPDATE units SET status = 'pending', audit_of = $4, audit_since = $5, settle_claimed_at = NULL
+         WHERE job_id = $1 AND round = $2 AND idx = $3 AND status = 'verifying'`,
+        [jobId, round, idx, a?.id ?? null, this.now()],
+      );
+      this.port.emit('work');
+      return;
+    }
+    const inputs = await this.unitInputs(job, Number(u.data_seed));
+    const [deltaA, deltaB] = await Promise.all([
+      this.port.weights.get(a.delta_hash),
+      this.port.weights.get(b.delta_hash),
+    ]);
+    const party = (r: ResultRow, delta: WeightSet): DisputeParty & ComparableResult => ({
+      account: r.account,
+      checkpoints: checkpointsOf(r),
+      delta,
+      deltaHash: r.delta_hash,
+      reveal: (i) => this.reveal(r.account, r.lease_id, i),
+    });
+    // Yield to the event loop between referee steps: sockets (reveals of other disputes, leases) stay served.
+    const referee = new TrainUnitReferee({ ...inputs, yieldToEventLoop: true });
+    const t0 = performance.now();
+    const s = await this.engine.settleAudit({
+      a: party(a, deltaA),
+      b: party(b, deltaB),
+      unit: {
+        unitId: unitKey(jobId, round, idx),
+        steps: inputs.spec.steps,
+        checkpointEvery: inputs.k,
+        startWeights: inputs.startWeights,
+        tolerance: this.engine.tolerance(this.policy(job)),
+      },
+      referee,
+    });
+    const ms = performance.now() - t0;
+    if (this.closing || shutdownFault(s)) {
+      await this.releaseClaim(jobId, round, idx, null);
+      return;
+    }
+    await this.applySettlement(job, round, idx, a, b, s, ms);
+  }
+
+  private async applySettlement(
+    job: JobRow,
+    round: number,
+    idx: number,
+    a: ResultRow,
+    b: ResultRow,
+    s: AuditSettlement,
+    ms: number,
+  ): Promise<void> {
+    const effects = new Effects();
+    const now = this.now();
+    const parties: Record<PartyId, ResultRow> = { a, b };
+    const applied = await this.port.db.tx(async (q) => {
+      await q.query('SELECT 1 FROM jobs WHERE id = $1 FOR UPDATE', [job.id]);
+      const cur = (
+        await q.query<UnitRow>(
+          'SELECT status, audit_of, data_seed, result_id FROM units WHERE job_id = $1 AND round = $2 AND idx = $3 FOR UPDATE',
+          [job.id, round, idx],
+        )
+      ).rows[0];
+      const still = await q.query<{ n: number }>(
+        `SELECT count(*)::int AS n FROM results WHERE id = ANY($1::text[]) AND status = 'pending'`,
+        [[a.id, b.id]],
+      );
+      if (cur?.status !== 'verifying' || cur.audit_of !== a.id || Number(still.rows[0].n) !== 2) return false;
+
+      let accepted: string | null = null;
+      for (const id of ['a', 'b'] as const) {
+        if (s.verdicts[id] !== 'valid') continue;
+        const status = accepted === null ? 'accepted' : 'confirmed';
+        if (status === 'accepted') accepted = parties[id].id;
+        await this.finalizeValid(q, job, parties[id], status);
+      }
+      for (const id of ['a', 'b'] as const) {
+        if (s.verdicts[id] !== 'invalid') continue;
+        const r = parties[id];
+        await this.punish(
+          q,
+          { job, round, idx, account: r.account, leaseId: r.lease_id, resultId: r.id },
+          s.reasons[id] ?? 'failed its audit',
+          effects,
+        );
+      }
+      const held = (['a', 'b'] as const).find((id) => s.verdicts[id] === 'reaudit');
+      if (accepted) {
+        await q.query(
+          `UPDATE units SET status = 'done', result_id = $4, audit_of = NULL, settle_claimed_at = NULL
+           WHERE job_id = $1 AND round = $2 AND idx = $3`,
+          [job.id, round, idx, accepted],
+        );
+        const revoked = await q.query<{ id: string; worker_id: string | null }>(
+          `UPDATE leases SET status = 'revoked', ended_at = $4, end_reason = 'unit completed by another worker'
+           WHERE job_id = $1 AND round = $2 AND idx = $3 AND status = 'active' RETURNING id, worker_id`,
+          [job.id, round, idx, now],
+        );
+        for (const l of revoked.rows) {
+          effects.revoked.push({ leaseId: l.id, workerId: l.worker_id, reason: 'unit completed by another worker' });
+        }
+        effects.rounds.push({ jobId: job.id, round });
+      } else {
+        // A dispute winner waits for one more independent copy; after a double loss the unit starts over.
+        await q.query(
+          `UPDATE units SET status = 'pending', audit_of = $4, audit_since = $5, settle_claimed_at = NULL
+           WHERE job_id = $1 AND round = $2 AND idx = $3`,
+          [job.id, round, idx, held ? parties[held].id : null, now],
+        );
+        effects.work = true;
+        if (held) {
+          await recordEvent(q, {
+            kind: 'reaudit',
+            jobId: job.id,
+            round,
+            idx,
+            account: parties[held].account,
+            resultId: parties[held].id,
+            outcome: 'waiting for one more audit',
+            reason: s.reasons[held] ?? null,
+            at: now,
+          });
+        }
+      }
+      await addCost(q, this.costKey(job, round, idx), {
+        refereeSteps: s.refereeSteps,
+        reveals: s.reveals,
+        audits: 1,
+        disputes: s.dispute ? 1 : 0,
+        settleMs: ms,
+      });
+      await recordEvent(q, {
+        kind: 'audit',
+        jobId: job.id,
+        round,
+        idx,
+        account: null,
+        resultId: a.id,
+        outcome: settlementOutcome(s),
+        reason: s.dispute?.reason ?? Object.values(s.spotChecks)[0]?.reason ?? s.compare.how,
+        detail: describeSettlement(s, parties),
+        at: now,
+      });
+      return true;
+    });
+    if (!applied) {
+      await this.releaseClaim(job.id, round, idx, null);
+      return;
+    }
+    this.flush(effects);
+  }
+
+  /** A result found valid: accepted (aggregated) or confirmed; trust +1 and credit, once per result. */
+  private async finalizeValid(q: Queryable, job: JobRow, r: ResultRow, status: 'accepted' | 'confirmed') {
+    const now = this.now();
+    const prev = await q.query<{ final_at: number | string | null }>(
+      'SELECT final_at FROM results WHERE id = $1 FOR UPDATE',
+      [r.id],
+    );
+    const first = prev.rows[0]?.final_at === null || prev.rows[0]?.final_at === undefined;
+    await q.query('UPDATE results SET status = $2, final_at = COALESCE(final_at, $3) WHERE id = $1', [
+      r.id,
+      status,
+      now,
+    ]);
+    if (status === 'accepted') {
+      await addCost(q, this.costKey(job, r.round, r.idx), { primarySteps: job.spec.localSteps });
+    }
+    if (!first) return;
+    const before = await lockTrust(q, r.account, now);
+    await saveTrust(q, r.account, before, this.engine.applyVerdict(before, 'valid'), now);
+    const accepted: AcceptedResult = {
+      resultId: r.id,
+      jobId: job.id,
+      owner: job.owner,
+      round: r.round,
+      unit: r.idx,
+      account: r.account,
+      flops: Number(r.flops),
+      examples: Number(r.examples),
+      role: status === 'accepted' ? 'primary' : 'audit',
+    };
+    await this.port.hooks.onResultAccepted?.(q, accepted);
+  }
+
+  /**
+   * Consequences for an account that lost (failed cheap check, failed spot check, lost dispute, silent): its result
+   * rejected, trust reset, a forfeit record, and each of its results not yet aggregated dropped and its unit
+   * reissued (or, when an independent copy already confirmed it, replaced by that copy). Call with the job row of
+   * `loser.job` locked.
+   */
+  private async punish(
+    q: Queryable,
+    loser: { job: JobRow; round: number; idx: number; account: string; leaseId: string; resultId?: string },
+    reason: string,
+    effects: Effects,
+  ): Promise<void> {
+    const now = this.now();
+    const { job, account } = loser;
+    const unitId = unitKey(job.id, loser.round, loser.idx);
+    if (loser.resultId) {
+      await q.query(`UPDATE results SET status = 'rejected', reason = $2 WHERE id = $1`, [
+        loser.resultId,
+        clip(`verification: ${reason}`),
+      ]);
+      effects.settled.push({ account, leaseId: loser.leaseId });
+    }
+    // Lock the jobs the loser has open results in, in id order, before reading which rounds they are in.
+    const jobIds = (
+      await q.query<{ job_id: string }>(
+        `SELECT DISTINCT job_id FROM results WHERE account = $1 AND status IN ('accepted', 'pending', 'confirmed')`,
+        [account],
+      )
+    ).rows.map((r) => r.job_id);
+    if (jobIds.length > 0) {
+      await q.query('SELECT id FROM jobs WHERE id = ANY($1::text[]) ORDER BY id FOR UPDATE', [jobIds]);
+    }
+    const open = (
+      await q.query<OpenRow>(
+        `SELECT r.id, r.lease_id, r.job_id, r.round, r.idx, r.status, j.round AS job_round, j.status AS job_status,
+                u.status AS unit_status, u.audit_of, u.result_id AS unit_result
+         FROM results r JOIN jobs j ON j.id = r.job_id
+         JOIN units u ON u.job_id = r.job_id AND u.round = r.round AND u.idx = r.idx
+         WHERE r.account = $1 AND r.status IN ('accepted', 'pending', 'confirmed')`,
+        [account],
+      )
+    ).rows;
+    const before = await lockTrust(q, account, now);
+    const c = this.engine.consequencesFor(
+      { account, unitId, trust: before },
+      reason,
+      open.map((o) => ({
+        resultId: o.id,
+        unitId: unitKey(o.job_id, o.round, o.idx),
+        aggregated: o.job_status !== 'running' || o.round < o.job_round,
+      })),
+    );
+    await saveTrust(q, account, before, c.trust, now);
+    const forfeit: ForfeitRecord = {
+      eventKey: `forfeit:${loser.leaseId}`,
+      worker: account,
+      reason: clip(reason),
+      jobId: job.id,
+      round: loser.round,
+      idx: loser.idx,
+      unitId,
+      at: c.forfeit.at,
+    };
+    await recordEvent(q, {
+      id: forfeit.eventKey,
+      kind: 'forfeit',
+      jobId: job.id,
+      round: loser.round,
+      idx: loser.idx,
+      account,
+      resultId: loser.resultId ?? null,
+      outcome: 'forfeit',
+      reason: forfeit.reason,
+      detail: forfeit,
+      at: now,
+    });
+    effects.forfeits.push(forfeit);
+    const reissue = new Set(c.reissue.map((r) => r.resultId));
+    for (const o of open) if (reissue.has(o.id)) await this.reissue(q, o, account, reason, effects);
+  }
+
+  private async reissue(q: Queryable, o: OpenRow, account: string, why: string, effects: Effects): Promise<void> {
+    // A unit being settled right now is left to its settlement (which may still find this result valid).
+    if (o.unit_status === 'verifying') return;
+    const now = this.now();
+    const reason = clip(`reissued: ${account} lost a verification elsewhere (${why})`);
+    const unit = [o.job_id, o.round, o.idx];
+    await q.query(`UPDATE results SET status = 'rejected', reason = $2 WHERE id = $1`, [o.id, reason]);
+    effects.settled.push({ account, leaseId: o.lease_id });
+    let outcome: string;
+    if (o.status === 'accepted') {
+      const copy = (
+        await q.query<{ id: string }>(
+          `SELECT id FROM results WHERE job_id = $1 AND round = $2 AND idx = $3 AND status = 'confirmed'
+           ORDER BY created_at LIMIT 1`,
+          unit,
+        )
+      ).rows[0];
+      if (copy) {
+        // An independent copy already matched it: that copy becomes the unit's result.
+        await q.query(`UPDATE results SET status = 'accepted' WHERE id = $1`, [copy.id]);
+        await q.query('UPDATE units SET result_id = $4 WHERE job_id = $1 AND round = $2 AND idx = $3', [
+          ...unit,
+          copy.id,
+        ]);
+        outcome = 'replaced by its confirmed copy';
+      } else {
+        await q.query(
+          `UPDATE units SET status = 'pending', result_id = NULL, audit_of = NULL, audit_since = NULL
+           WHERE job_id = $1 AND round = $2 AND idx = $3`,
+          unit,
+        );
+        outcome = 'unit reissued';
+        effects.work = true;
+      }
+    } else if (o.status === 'pending') {
+      // Its audit copy (if one is out) now simply becomes an ordinary result of the unit.
+      await q.query(
+        `UPDATE units SET audit_of = NULL, audit_since = NULL WHERE job_id = $1 AND round = $2 AND idx = $3 AND audit_of = $4`,
+        [...unit, o.id],
+      );
+      outcome = 'unit reissued';
+      effects.work = true;
+    } else {
+      // It confirmed someone else's result: that result needs another independent audit.
+      if (o.unit_status === 'done' && o.unit_result) {
+        await q.query(`UPDATE results SET status = 'pending' WHERE id = $1 AND status = 'accepted'`, [o.unit_result]);
+        await q.query(
+          `UPDATE units SET status = 'pending', result_id = NULL, audit_of = $4, audit_since = $5
+           WHERE job_id = $1 AND round = $2 AND idx = $3`,
+          [...unit, o.unit_result, now],
+        );
+        effects.work = true;
+      }
+      outcome = 're-audit of the result it confirmed';
+    }
+    await recordEvent(q, {
+      kind: 'reissue',
+      jobId: o.job_id,
+      round: o.round,
+      idx: o.idx,
+      account,
+      resultId: o.id,
+      outcome,
+      reason,
+      at: now,
+    });
+  }
+
+  /** Carries out what a committed transaction decided: revokes, forfeits, settled notices, new work, rounds. */
+  private flush(e: Effects): void {
+    for (const r of e.revoked) this.port.emit('revoke', r);
+    for (const f of e.forfeits) this.port.emit('forfeit', f);
+    const byAccount = new Map<string, string[]>();
+    for (const s of e.settled) byAccount.set(s.account, [...(byAccount.get(s.account) ?? []), s.leaseId]);
+    for (const [account, leases] of byAccount) this.transport?.settled(account, leases);
+    if (e.work) this.port.emit('work');
+    for (const r of e.rounds) {
+      this.port.track(
+        this.port
+          .completeRound(r.jobId, r.round)
+          .catch((err) => this.port.log('round aggregation failed', { jobId: r.jobId, err: String(err) })),
+      );
+    }
+  }
+
+  // ---- rounds and housekeeping --------------------------------------------------------------------------------
+
+  /** Inside the round's final transaction: is the set of accepted results still the one that was aggregated? */
+  async sameAcceptedSet(q: Queryable, jobId: string, round: number, ids: string[], needed: number): Promise<boolean> {
+    const { rows } = await q.query<{ id: string }>(
+      `SELECT id FROM results WHERE job_id = $1 AND round = $2 AND status = 'accepted' ORDER BY idx`,
+      [jobId, round],
+    );
+    if (rows.length !== needed || rows.length !== ids.length) return false;
+    const now = new Set(rows.map((r) => r.id));
+    return ids.every((id) => now.has(id));
+  }
+
+  /** A round was aggregated: its results are final, so their workers may drop the checkpoint states. */
+  async onRoundAggregated(jobId: string, round: number): Promise<void> {
+    if (!this.transport) return;
+    const { rows } = await this.port.db.query<{ account: string; lease_id: string }>(
+      `SELECT account, lease_id FROM results WHERE job_id = $1 AND round = $2 AND status IN ('accepted', 'confirmed')`,
+      [jobId, round],
+    );
+    const byAccount = new Map<string, string[]>();
+    for (const r of rows) byAccount.set(r.account, [...(byAccount.get(r.account) ?? []), r.lease_id]);
+    for (const [account, leases] of byAccount) this.transport.settled(account, leases);
+  }
+
+  /** Restarts settlements nobody is running, and self-audits units no eligible worker took in time. */
+  async sweep(): Promise<void> {
+    if (this.closing) return;
+    const now = this.now();
+    const stuck = await this.port.db.query<{ job_id: string; round: number; idx: number }>(
+      `SELECT u.job_id, u.round, u.idx FROM units u JOIN jobs j ON j.id = u.job_id AND j.round = u.round
+       WHERE u.status = 'verifying' AND j.status = 'running'
+         AND (u.settle_claimed_at IS NULL OR u.settle_claimed_at < $1) LIMIT 20`,
+      [now - this.opts.settleClaimMs],
+    );
+    for (const u of stuck.rows) {
+      if (!this.settling.has(unitKey(u.job_id, u.round, u.idx))) this.startSettlement(u.job_id, u.round, u.idx);
+    }
+    if (this.opts.selfAuditAfterMs === null || this.selfAuditing) return;
+    const due = await this.port.db.query<{ job_id: string; round: number; idx: number }>(
+      `SELECT u.job_id, u.round, u.idx FROM units u
+       JOIN jobs j ON j.id = u.job_id AND j.round = u.round
+       JOIN results r ON r.id = u.audit_of JOIN leases l ON l.id = r.lease_id
+       WHERE u.status = 'pending' AND u.audit_of IS NOT NULL AND j.status = 'running'
+         AND u.audit_since < $1 - GREATEST($2::bigint, 2 * (r.created_at - l.created_at))
+       ORDER BY u.audit_since LIMIT 1`,
+      [now, this.opts.selfAuditAfterMs],
+    );
+    const d = due.rows[0];
+    if (!d) return;
+    this.selfAuditing = true;
+    this.port.track(
+      this.selfAudit(d.job_id, d.round, d.idx)
+        .catch((err) => this.port.log('self-audit failed', { jobId: d.job_id, err: String(err) }))
+        .finally(() => {
+          this.selfAuditing = false;
+        }),
+    );
+  }
+
+  /**
+   * Nobody eligible took the audit copy: the coordinator (trusted) trains the whole unit itself and compares. A
+   * match accepts the result; a mismatch rejects it outright, no dispute needed.
+   */
+  private async selfAudit(jobId: string, round: number, idx: number): Promise<void> {
+    const db = this.port.db;
+    const now = this.now();
+    const effects = new Effects();
+    const claimed = await db.tx(async (q) => {
+      const u = (
+        await q.query<UnitRow>(
+          `UPDATE units SET status = 'verifying', settle_claimed_at = $4
+           WHERE job_id = $1 AND round = $2 AND idx = $3 AND status = 'pending' AND audit_of IS NOT NULL
+           RETURNING status, audit_of, data_seed, result_id`,
+          [jobId, round, idx, now],
+        )
+      ).rows[0];
+      if (!u) return null;
+      const revoked = await q.query<{ id: string; worker_id: string | null }>(
+        `UPDATE leases SET status = 'revoked', ended_at = $4, end_reason = 'unit completed by another worker'
+         WHERE job_id = $1 AND round = $2 AND idx = $3 AND status = 'active' RETURNING id, worker_id`,
+        [jobId, round, idx, now],
+      );
+      for (const l of revoked.rows) {
+        effects.revoked.push({ leaseId: l.id, workerId: l.worker_id, reason: 'unit completed by another worker' });
+      }
+      return u;
+    });
+    if (!claimed) return;
+    this.flush(effects);
+    try {
+      const job = await getJobRow(db, jobId);
+      if (!job || job.status !== 'running' || job.round !== round) return;
+      const a = (await db.query<ResultRow>('SELECT * FROM results WHERE id = $1', [claimed.audit_of])).rows[0];
+      if (!a || a.status !== 'pending') {
+        await this.releaseClaim(jobId, round, idx, 0);
+        return;
+      }
+      const inputs = await this.unitInputs(job, Number(claimed.data_seed));
+      const t0 = performance.now();
+      const mine = await trainUnit({ ...inputs, yieldToEventLoop: true, shouldStop: () => this.closing });
+      const ms = performance.now() - t0;
+      if (this.closing) {
+        await this.releaseClaim(jobId, round, idx, null);
+        return;
+      }
+      const theirs = await this.port.weights.get(a.delta_hash);
+      const cmp = this.engine.compare(
+        { deltaHash: a.delta_hash, delta: theirs },
+        { deltaHash: mine.deltaHash, delta: mine.delta },
+        this.engine.tolerance(this.policy(job)),
+      );
+      const after = new Effects();
+      const applied = await db.tx(async (q) => {
+        await q.query('SELECT 1 FROM jobs WHERE id = $1 FOR UPDATE', [job.id]);
+        const cur = (
+          await q.query<UnitRow>(
+            'SELECT status, audit_of, data_seed, result_id FROM units WHERE job_id = $1 AND round = $2 AND idx = $3 FOR UPDATE',
+            [jobId, round, idx],
+          )
+        ).rows[0];
+        if (cur?.status !== 'verifying' || cur.audit_of !== a.id) return false;
+        const reason = `the coordinator's own run of the unit differs by ${cmp.deltaDistance.toExponential(2)} (tolerance ${this.engine.tolerance(this.policy(job)).toExponential(1)})`;
+        if (cmp.verdict === 'match') {
+          await this.finalizeValid(q, job, a, 'accepted');
+          await q.query(
+            `UPDATE units SET status = 'done', result_id = $4, audit_of = NULL, settle_claimed_at = NULL
+             WHERE job_id = $1 AND round = $2 AND idx = $3`,
+            [jobId, round, idx, a.id],
+          );
+          after.rounds.push({ jobId, round });
+        } else {
+          await this.punish(
+            q,
+            { job, round, idx, account: a.account, leaseId: a.lease_id, resultId: a.id },
+            reason,
+            after,
+          );
+          await q.query(
+            `UPDATE units SET status = 'pending', audit_of = NULL, settle_claimed_at = NULL
+             WHERE job_id = $1 AND round = $2 AND idx = $3`,
+            [jobId, round, idx],
+          );
+          after.work = true;
+        }
+        await addCost(q, this.costKey(job, round, idx), { selfAuditSteps: inputs.spec.steps, audits: 1, settleMs: ms });
+        await recordEvent(q, {
+          kind: 'self-audit',
+          jobId,
+          round,
+          idx,
+          account: a.account,
+          resultId: a.id,
+          outcome: cmp.verdict === 'match' ? 'valid' : 'invalid',
+          reason: cmp.verdict === 'match' ? cmp.how : reason,
+          detail: { compare: cmp, steps: inputs.spec.steps, ms },
+          at: this.now(),
+        });
+        return true;
+      });
+      if (applied) this.flush(after);
+    } catch (err) {
+      await this.releaseClaim(jobId, round, idx, this.opts.settleRetryMs).catch(() => {});
+      throw err;
+    }
+  }
+}
+
+interface OpenRow {
+  id: string;
+  lease_id: string;
+  job_id: string;
+  round: number;
+  idx: number;
+  status: string;
+  job_round: number;
+  job_status: string;
+  unit_status: string;
+  audit_of: string | null;
+  unit_result: string | null;
+}
+
+function checkpointsOf(r: ResultRow): string[] {
+  return typeof r.checkpoints === 'string' ? (JSON.parse(r.checkpoints) as string[]) : r.checkpoints;
+}
+
+function clip(s: string, n = 480): string {
+  return s.length > n ? `${s.slice(0, n - 1)}…` : s;
+}
+
+/** A reveal failed because this coordinator is shutting down: not a party's fault, so no ruling. */
+function shutdownFault(s: AuditSettlement): boolean {
+  const faults = [
+    ...(s.dispute?.faults ?? []),
+    ...Object.values(s.spotChecks).flatMap((c) => (c?.fault ? [c.fault] : [])),
+  ];
+  return faults.some((f) => f.reason.includes(new RevealShutdown().message));
+}
+
+function settlementOutcome(s: AuditSettlement): string {
+  const v = `${s.verdicts.a}/${s.verdicts.b}`;
+  if (!s.dispute) return `${s.compare.verdict} (${v})`;
+  return `dispute ${s.dispute.outcome} by ${s.dispute.by} (${v})`;
+}
+
+/** A JSON-safe account of a settlement (no weights), for verification_events.detail. */
+function describeSettlement(s: AuditSettlement, parties: Record<PartyId, ResultRow>): object {
+  const who = (id: PartyId) => ({
+    account: parties[id].account,
+    resultId: parties[id].id,
+    backend: parties[id].backend,
+    verdict: s.verdicts[id],
+    reason: s.reasons[id] ?? null,
+  });
+  return {
+    parties: { a: who('a'), b: who('b') },
+    compare: s.compare,
+    spotChecks: Object.fromEntries(
+      Object.entries(s.spotChecks).map(([id, c]) => [
+        id,
+        c && {
+          ok: c.ok,
+          segment: c.segment ?? null,
+          distance: c.distance ?? null,
+          reason: c.reason,
+          refereeSteps: c.refereeSteps,
+          reveals: c.reveals,
+          fault: c.fault ?? null,
+        },
+      ]),
+    ),
+    dispute: s.dispute
+      ? {
+          outcome: s.dispute.outcome,
+          by: s.dispute.by,
+          losers: s.dispute.losers.map((id) => parties[id].account),
+          reason: s.dispute.reason,
+          segment: s.dispute.segment ?? null,
+          faults: s.dispute.faults,
+          refereeSteps: s.dispute.refereeSteps,
+          reveals: s.dispute.reveals,
+        }
+      : null,
+    refereeSteps: s.refereeSteps,
+    reveals: s.reveals,
+  };
+}
