@@ -13,6 +13,7 @@ import { aggregateDeltas } from '../../shared/verify/aggregate.js';
 import type { BlobStore } from '../store/blobs.js';
 import type { DatasetRepo } from '../store/datasets.js';
 import type { Db, Queryable } from '../store/db.js';
+import { AuditCoordinator, type ResultRoute, verifyOptionsFromEnv } from '../verify/audit-coordinator.js';
 import { checkpointEvery, getJobRow, type JobRow, newJobId } from './job-repo.js';
 import { WeightCache } from './round-weights.js';
 
@@ -20,6 +21,8 @@ import { WeightCache } from './round-weights.js';
 export interface WorkerIdentity {
   workerId: string;
   account: string;
+  /** Network identity for the audit rule (coordinator/verify/network-address.ts); undefined when unknown. */
+  address?: string;
 }
 
 export type SubmitOutcome = { ok: true; resultId: string } | { ok: false; code: string; reason: string };
@@ -47,6 +50,11 @@ export interface AcceptedResult {
   account: string;
   flops: number;
   examples: number;
+  /**
+   * 'primary': the unit's result, the one the round aggregates (one per unit). 'audit': an independent copy that
+   * confirmed it (the auditor did the same work). Results of audited units are accepted only once settled.
+   */
+  role?: 'primary' | 'audit';
 }
 
 /**
@@ -56,7 +64,9 @@ export interface AcceptedResult {
 export interface SchedulerHooks {
   /** After the job row exists; throw to refuse the job (e.g. insufficient balance for its budget). */
   onJobCreated?(q: Queryable, job: JobRow): Promise<void>;
-  /** When a result is accepted: exactly once per unit, in the same transaction. */
+  /**
+   * When a result becomes final and valid, in the same transaction: once per result, at most one 'primary' per unit.
+   */
   onResultAccepted?(q: Queryable, r: AcceptedResult): Promise<void>;
   /** After a job completes, fails or is cancelled (refunds). */
   onJobEnded?(job: JobRow): Promise<void>;
@@ -79,6 +89,8 @@ const AGGREGATION_CLAIM_MS = 120_000;
  */
 export class Scheduler extends EventEmitter {
   readonly weights: WeightCache;
+  /** Audits, disputes, trust and consequences (coordinator/verify); events 'forfeit' ({ForfeitRecord}). */
+  readonly verification: AuditCoordinator;
 
   constructor(
     private readonly db: Db,
@@ -89,6 +101,20 @@ export class Scheduler extends EventEmitter {
   ) {
     super();
     this.weights = new WeightCache(blobs);
+    this.verification = new AuditCoordinator(
+      {
+        db,
+        weights: this.weights,
+        hooks,
+        loadModel: (hash) => this.loadModelJson(hash),
+        loadDataset: (id) => datasets.load(id),
+        emit: (event, payload) => this.emit(event, payload),
+        completeRound: (jobId, round) => this.maybeCompleteRound(jobId, round),
+        track: (p) => this.track(p),
+        log,
+      },
+      verifyOptionsFromEnv(),
+    );
   }
 
   private inflight = new Set<Promise<unknown>>();
@@ -190,6 +216,7 @@ export class Scheduler extends EventEmitter {
   async lease(who: WorkerIdentity): Promise<LeaseMsg | null> {
     const now = Date.now();
     const extra = (await this.hooks.leaseCondition?.(who, 2)) ?? null;
+    const audit = this.verification.leaseCondition(who, 2 + (extra?.params.length ?? 0));
     const out = await this.db.tx(async (q) => {
       const { rows } = await q.query<{
         job_id: string;
@@ -208,9 +235,10 @@ export class Scheduler extends EventEmitter {
            AND NOT EXISTS (SELECT 1 FROM leases l WHERE l.job_id = u.job_id AND l.round = u.round AND l.idx = u.idx
                            AND l.status = 'active' AND l.account = $1)
            ${extra ? `AND (${extra.sql})` : ''}
+           AND (${audit.sql})
          ORDER BY j.created_at, u.round, u.idx
          LIMIT 1 FOR UPDATE OF u SKIP LOCKED`,
-        [who.account, ...(extra?.params ?? [])],
+        [who.account, ...(extra?.params ?? []), ...audit.params],
       );
       const u = rows[0];
       if (!u) return null;
@@ -348,36 +376,63 @@ export class Scheduler extends EventEmitter {
         [lease.job_id, lease.round, lease.idx],
       )
     ).rows[0];
-    if (unit?.status === 'done') return reject('unit_already_completed', 'another result for this unit was accepted');
+    if (unit?.status === 'done' || unit?.status === 'verifying') {
+      return reject('unit_already_completed', 'another result for this unit was accepted');
+    }
     if (lease.status === 'rejected') return reject('lease_closed', 'a result for this lease was already rejected');
     if (lease.status === 'released' || lease.status === 'revoked') {
       return reject('lease_ended', `the lease was ${lease.status}`);
     }
 
-    const problem = await this.cheapChecks(job, header, payload);
+    const problem =
+      (await this.cheapChecks(job, header, payload)) ??
+      (await this.verification.checkResult(job, { round: lease.round, idx: lease.idx }, header, payload));
     if (problem) {
-      await this.recordRejection(lease, header, problem.code, problem.reason);
+      await this.recordRejection(lease, header, problem.code, problem.reason, who.address);
+      await this.verification.onCheapCheckFailed(job, lease, problem.code, problem.reason);
       return reject(problem.code, problem.reason);
     }
 
     const resultId = `res_${randomUUID().replaceAll('-', '')}`;
     await this.blobs.put(payload);
     let revoked: { id: string; worker_id: string | null }[] = [];
+    // Verification decides whether this result is accepted now or held for an audit / settlement (blind: the worker
+    // gets the same ack either way).
+    let route: ResultRoute = 'accept';
     try {
       revoked = await this.db.tx(async (q) => {
-        const u = await q.query(
-          `UPDATE units SET status = 'done', result_id = $4
-           WHERE job_id = $1 AND round = $2 AND idx = $3 AND status <> 'done'`,
-          [lease.job_id, lease.round, lease.idx, resultId],
-        );
-        if (u.rowCount === 0) throw new UnitSettled();
+        route = await this.verification.routeResult(q, {
+          job,
+          round: lease.round,
+          idx: lease.idx,
+          account: lease.account,
+          address: who.address,
+          resultId,
+        });
+        if (route === 'refuse') throw new UnitSettled();
+        if (route === 'accept') {
+          const u = await q.query(
+            `UPDATE units SET status = 'done', result_id = $4
+             WHERE job_id = $1 AND round = $2 AND idx = $3 AND status <> 'done'`,
+            [lease.job_id, lease.round, lease.idx, resultId],
+          );
+          if (u.rowCount === 0) throw new UnitSettled();
+        }
         const l = await q.query(
           `UPDATE leases SET status = 'completed', ended_at = $2, end_reason = 'result accepted'
            WHERE id = $1 AND status IN ('active', 'expired')`,
           [lease.id, Date.now()],
         );
         if (l.rowCount === 0) throw new UnitSettled();
-        await this.insertResult(q, resultId, lease, header, 'accepted', null);
+        const held = route !== 'accept';
+        await this.insertResult(q, resultId, lease, header, held ? 'pending' : 'accepted', null, who.address, route);
+        if (held) return this.revokeOtherLeases(q, lease);
+        await this.verification.afterAccepted(q, job, {
+          round: lease.round,
+          idx: lease.idx,
+          account: lease.account,
+          resultId,
+        });
         await this.hooks.onResultAccepted?.(q, {
           resultId,
           jobId: job.id,
@@ -387,14 +442,9 @@ export class Scheduler extends EventEmitter {
           account: lease.account,
           flops: header.flops,
           examples: header.examples,
+          role: 'primary',
         });
-        return (
-          await q.query<{ id: string; worker_id: string | null }>(
-            `UPDATE leases SET status = 'revoked', ended_at = $4, end_reason = 'unit completed by another worker'
-             WHERE job_id = $1 AND round = $2 AND idx = $3 AND status = 'active' RETURNING id, worker_id`,
-            [lease.job_id, lease.round, lease.idx, Date.now()],
-          )
-        ).rows;
+        return this.revokeOtherLeases(q, lease);
       });
     } catch (err) {
       if (err instanceof UnitSettled || isUniqueViolation(err)) {
@@ -405,12 +455,27 @@ export class Scheduler extends EventEmitter {
     for (const l of revoked) {
       this.emit('revoke', { leaseId: l.id, workerId: l.worker_id, reason: 'unit completed by another worker' });
     }
+    if (route !== 'accept') {
+      this.verification.afterHeld(route, job.id, lease.round, lease.idx);
+      return { ok: true, resultId };
+    }
     this.track(
       this.maybeCompleteRound(job.id, lease.round).catch((err) =>
         this.log('round aggregation failed', { jobId: job.id, err: String(err) }),
       ),
     );
     return { ok: true, resultId };
+  }
+
+  /** Other copies of a unit whose result is in stop at once (their results could no longer count). */
+  private async revokeOtherLeases(q: Queryable, lease: LeaseRow): Promise<{ id: string; worker_id: string | null }[]> {
+    return (
+      await q.query<{ id: string; worker_id: string | null }>(
+        `UPDATE leases SET status = 'revoked', ended_at = $4, end_reason = 'unit completed by another worker'
+         WHERE job_id = $1 AND round = $2 AND idx = $3 AND status = 'active' RETURNING id, worker_id`,
+        [lease.job_id, lease.round, lease.idx, Date.now()],
+      )
+    ).rows;
   }
 
   /** Parse, shape, finiteness, hash and commitment checks: cheap enough to run on every result. */
@@ -448,7 +513,13 @@ export class Scheduler extends EventEmitter {
     return null;
   }
 
-  private async recordRejection(lease: LeaseRow, header: ResultHeader, code: string, reason: string): Promise<void> {
+  private async recordRejection(
+    lease: LeaseRow,
+    header: ResultHeader,
+    code: string,
+    reason: string,
+    address?: string,
+  ): Promise<void> {
     await this.db.tx(async (q) => {
       const l = await q.query(
         `UPDATE leases SET status = 'rejected', ended_at = $2, end_reason = $3 WHERE id = $1 AND status IN ('active', 'expired')`,
@@ -462,6 +533,7 @@ export class Scheduler extends EventEmitter {
         header,
         'rejected',
         `${code}: ${reason}`,
+        address,
       );
       await this.reofferUnit(q, lease.job_id, lease.round, lease.idx);
     });
@@ -473,13 +545,15 @@ export class Scheduler extends EventEmitter {
     id: string,
     lease: LeaseRow,
     h: ResultHeader,
-    status: 'accepted' | 'rejected',
+    status: 'accepted' | 'rejected' | 'pending',
     reason: string | null,
+    address?: string,
+    route?: ResultRoute,
   ): Promise<void> {
     await q.query(
       `INSERT INTO results (id, lease_id, job_id, round, idx, account, status, reason, delta_hash, final_hash,
-                            checkpoints, losses, examples, flops, backend, created_at)
-       VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, $16)`,
+                            checkpoints, losses, examples, flops, backend, created_at, address, role)
+       VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, $16, $17, $18)`,
       [
         id,
         lease.id,
@@ -497,6 +571,8 @@ export class Scheduler extends EventEmitter {
         h.flops,
         h.backend,
         Date.now(),
+        address ?? null,
+        route === 'settle' ? 'audit' : 'primary',
       ],
     );
   }
@@ -526,6 +602,8 @@ export class Scheduler extends EventEmitter {
       return true;
     } catch (err) {
       await this.db.query('UPDATE jobs SET agg_claimed_at = NULL WHERE id = $1 AND round = $2', [jobId, round]);
+      // Verification reopened a unit meanwhile (a reissue): the round completes once it is done again.
+      if (err instanceof RoundChanged) return false;
       throw err;
     }
   }
@@ -533,8 +611,8 @@ export class Scheduler extends EventEmitter {
   private async completeRound(job: JobRow): Promise<void> {
     const spec = job.spec;
     const results = (
-      await this.db.query<{ delta_hash: string; examples: number }>(
-        `SELECT delta_hash, examples FROM results WHERE job_id = $1 AND round = $2 AND status = 'accepted' ORDER BY idx`,
+      await this.db.query<{ id: string; delta_hash: string; examples: number }>(
+        `SELECT id, delta_hash, examples FROM results WHERE job_id = $1 AND round = $2 AND status = 'accepted' ORDER BY idx`,
         [job.id, job.round],
       )
     ).rows;
@@ -564,6 +642,10 @@ export class Scheduler extends EventEmitter {
         [job.id, job.round, nextRound, weightsHash, momentumHash, finished ? 'completed' : 'running'],
       );
       if (upd.rowCount === 0) return false;
+      const ids = results.map((r) => r.id);
+      if (!(await this.verification.sameAcceptedSet(q, job.id, job.round, ids, spec.unitsPerRound))) {
+        throw new RoundChanged();
+      }
       await q.query(
         `INSERT INTO round_metrics (job_id, round, loss, accuracy, examples, units) VALUES ($1, $2, $3, $4, $5, $6)
          ON CONFLICT DO NOTHING`,
@@ -573,6 +655,9 @@ export class Scheduler extends EventEmitter {
       return true;
     });
     if (!applied) return;
+    void this.verification
+      .onRoundAggregated(job.id, job.round)
+      .catch((err) => this.log('settled notices failed', { jobId: job.id, err: String(err) }));
     this.log('round complete', {
       jobId: job.id,
       round: nextRound,
@@ -635,6 +720,7 @@ export class Scheduler extends EventEmitter {
       [now - AGGREGATION_CLAIM_MS],
     );
     for (const j of stuck.rows) await this.maybeCompleteRound(j.id, j.round);
+    await this.verification.sweep();
   }
 }
 
@@ -649,6 +735,8 @@ export class SchedulerError extends Error {
 }
 
 class UnitSettled extends Error {}
+
+class RoundChanged extends Error {}
 
 function reject(code: string, reason: string): SubmitOutcome {
   return { ok: false, code, reason };

@@ -11,14 +11,18 @@ import {
   type HelloMsg,
   PROTOCOL_VERSION,
   ResultHeader,
+  RevealHeader,
   type ServerMessage,
 } from '../../shared/protocol/messages.js';
 import { decodeResultEnvelope } from '../../shared/protocol/result-envelope.js';
 import type { Scheduler, WorkerIdentity } from '../scheduler/scheduler.js';
 import type { Db } from '../store/db.js';
+import { auditAddress } from '../verify/network-address.js';
+import { RevealHub } from '../verify/reveal-hub.js';
 
 const checkClientMessage = TypeCompiler.Compile(ClientMessage);
 const checkResultHeader = TypeCompiler.Compile(ResultHeader);
+const checkRevealHeader = TypeCompiler.Compile(RevealHeader);
 
 /**
  * Verifies a hello's proof of account ownership against the challenge this connection was sent; the accounts layer
@@ -98,6 +102,9 @@ async function gateway(app: FastifyInstance, opts: GatewayOptions): Promise<void
   };
   scheduler.on('work', onWork);
   scheduler.on('revoke', onRevoke);
+  // Verification reaches workers through this hub: reveal requests for disputes and spot checks, settled notices.
+  const reveals = new RevealHub();
+  scheduler.verification.attachTransport(reveals);
 
   // Heartbeat: replicas detach leases of workers whose last_seen goes stale.
   const heartbeat = setInterval(() => {
@@ -111,6 +118,8 @@ async function gateway(app: FastifyInstance, opts: GatewayOptions): Promise<void
   app.addHook('onClose', async () => {
     shuttingDown = true;
     clearInterval(heartbeat);
+    scheduler.verification.stop();
+    reveals.close();
     scheduler.off('work', onWork);
     scheduler.off('revoke', onRevoke);
     // Detach while the store is still open: the units go back on offer, the leases stay resumable.
@@ -149,6 +158,7 @@ async function gateway(app: FastifyInstance, opts: GatewayOptions): Promise<void
     socket.on('close', () => {
       clearTimeout(helloTimer);
       connections.delete(workerId);
+      reveals.removePeer(workerId);
       if (c.who && !shuttingDown) {
         chain = chain.then(() =>
           scheduler.detachWorker(workerId).catch((err) => app.log.error({ err }, 'detach failed')),
@@ -182,6 +192,9 @@ async function gateway(app: FastifyInstance, opts: GatewayOptions): Promise<void
         case 'release':
           await scheduler.release(c.who, msg.leaseId);
           return;
+        case 'reveal-error':
+          reveals.onRevealError(workerId, msg.requestId, msg.reason);
+          return;
       }
     };
 
@@ -201,7 +214,7 @@ async function gateway(app: FastifyInstance, opts: GatewayOptions): Promise<void
         account = r.account;
       }
       clearTimeout(helloTimer);
-      c.who = { workerId, account };
+      c.who = { workerId, account, address: auditAddress(c.remoteAddress) };
       connections.set(workerId, c);
       const now = Date.now();
       await db.query(
@@ -214,6 +227,8 @@ async function gateway(app: FastifyInstance, opts: GatewayOptions): Promise<void
         if (await scheduler.resume(c.who, r.leaseId, r.token)) resumed.push(r.leaseId);
       }
       send(c, { type: 'welcome', protocol: PROTOCOL_VERSION, workerId, account, resumed });
+      // After welcome: reveal requests still waiting for this account (a reconnect) are asked again here.
+      reveals.addPeer(workerId, { account, send: (m) => send(c, m) });
     };
 
     const onBinary = async (bytes: Uint8Array) => {
@@ -223,6 +238,14 @@ async function gateway(app: FastifyInstance, opts: GatewayOptions): Promise<void
         env = decodeResultEnvelope(bytes);
       } catch (err) {
         return fail(CloseCode.BadMessage, 'bad_message', `result envelope: ${(err as Error).message}`);
+      }
+      if ((env.header as { type?: unknown })?.type === 'reveal') {
+        if (!checkRevealHeader.Check(env.header)) {
+          const first = checkRevealHeader.Errors(env.header).First();
+          return fail(CloseCode.BadMessage, 'bad_message', `reveal header breaks the schema at ${first?.path || '/'}`);
+        }
+        reveals.onReveal(workerId, env.header as RevealHeader, env.payload);
+        return;
       }
       if (!checkResultHeader.Check(env.header)) {
         const first = checkResultHeader.Errors(env.header).First();
