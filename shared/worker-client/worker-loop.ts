@@ -4,6 +4,7 @@ import type {
   HelloMsg,
   LeaseMsg,
   ResultHeader,
+  RevealRequestMsg,
   ServerMessage,
   UnitSpec,
 } from '../protocol/messages.js';
@@ -79,6 +80,11 @@ export interface WorkerLoopOptions {
   authenticate?: (challenge: ChallengeMsg) => Promise<HelloMsg['auth']>;
   /** Progress messages are sent at most this often (ms). */
   progressEveryMs?: number;
+  /**
+   * Units whose checkpoint states are kept for reveals until the coordinator says `settled` (oldest dropped first
+   * beyond this). Default 8.
+   */
+  maxKeptUnits?: number;
 }
 
 class TrainAborted extends Error {}
@@ -106,6 +112,12 @@ export class WorkerLoop {
   private readonly models = new Map<string, object>();
   private readonly datasets = new Map<string, Dataset>();
   private stopResolve: (() => void) | null = null;
+  /**
+   * Checkpoint states of submitted units by lease, oldest first: verification may ask for any of them (a spot check
+   * or a dispute) until the coordinator says the unit is settled, also after this worker moved on and across
+   * reconnects.
+   */
+  private readonly kept = new Map<string, WeightSet[]>();
 
   constructor(private readonly opts: WorkerLoopOptions) {
     this.blobs = opts.blobs ?? httpBlobSource(opts.coordinatorUrl);
@@ -114,6 +126,11 @@ export class WorkerLoop {
 
   get state(): WorkerState {
     return this._state;
+  }
+
+  /** Leases whose checkpoint states this worker still keeps for reveals. */
+  get keptLeases(): string[] {
+    return [...this.kept.keys()];
   }
 
   on(listener: (e: WorkerEvent) => void): () => void {
@@ -144,6 +161,7 @@ export class WorkerLoop {
   /** Finishes cleanly: the unit in hand is released so the coordinator reissues it at once. */
   async stop(): Promise<void> {
     this.stopping = true;
+    this.kept.clear();
     if (this.reconnectTimer) clearTimeout(this.reconnectTimer);
     if (this.idleTimer) clearTimeout(this.idleTimer);
     this.resume();
@@ -308,6 +326,8 @@ export class WorkerLoop {
         break;
       case 'ack':
       case 'reject': {
+        // A rejected result will never be asked about.
+        if (msg.type === 'reject') this.kept.delete(msg.leaseId);
         const held = this.current;
         if (!held || held.lease.leaseId !== msg.leaseId) return;
         this.current = null;
@@ -335,10 +355,43 @@ export class WorkerLoop {
           this.requestWork();
         }
         break;
+      case 'reveal':
+        this.answerReveal(msg);
+        break;
+      case 'settled':
+        this.kept.delete(msg.leaseId);
+        break;
       case 'error':
         this.emit({ type: 'log', level: 'error', message: `${msg.code}: ${msg.message}` });
         break;
     }
+  }
+
+  /** Sends a kept checkpoint state (binary envelope), or says why it cannot. */
+  private answerReveal(msg: RevealRequestMsg): void {
+    const states = this.kept.get(msg.leaseId);
+    const s = this.socket;
+    if (!s || s.readyState !== 1) return;
+    if (!states || !(msg.index >= 0 && msg.index < states.length)) {
+      const reason = states ? `index ${msg.index} out of range (${states.length} checkpoints)` : 'states not kept';
+      this.sendJson({ type: 'reveal-error', requestId: msg.requestId, reason });
+      return;
+    }
+    s.send(
+      encodeResultEnvelope(
+        { type: 'reveal', requestId: msg.requestId, leaseId: msg.leaseId, index: msg.index },
+        encodeWeights(states[msg.index]),
+      ),
+    );
+    this.emit({ type: 'log', level: 'info', message: `revealed checkpoint ${msg.index} of ${msg.leaseId}` });
+  }
+
+  private keepStates(leaseId: string, states: WeightSet[] | undefined): void {
+    if (!states) return;
+    this.kept.delete(leaseId);
+    this.kept.set(leaseId, states);
+    const max = this.opts.maxKeptUnits ?? 8;
+    while (this.kept.size > max) this.kept.delete(this.kept.keys().next().value as string);
   }
 
   // ---- training ---------------------------------------------------------------------------------------------
@@ -374,6 +427,8 @@ export class WorkerLoop {
       };
       held.header = header;
       held.envelope = encodeResultEnvelope(header, encodeWeights(out.delta));
+      // Kept before the upload: a reveal may follow the ack at once.
+      this.keepStates(lease.leaseId, out.checkpointStates);
       this.emit({
         type: 'receipt',
         receipt: {
@@ -404,6 +459,7 @@ export class WorkerLoop {
     const leaseId = held.lease.leaseId;
     const indices = assignExamples(unit.dataSeed, unit.steps, unit.batchSize, dataset.trainExamples);
     let lastProgress = 0;
+    let lastYield = now();
     let stepStart = now();
     return trainUnit({
       model,
@@ -417,6 +473,8 @@ export class WorkerLoop {
       startWeights: weights,
       dataset,
       indices,
+      // Verification may ask for any of them until the unit is settled.
+      keepCheckpointStates: true,
       shouldStop: () => this.abortLease === leaseId || this.current !== held,
       onStep: async (step, loss) => {
         const t = now();
@@ -432,6 +490,12 @@ export class WorkerLoop {
           if (this.current === held) this.setState('training');
         }
         if (this.opts.gate) await this.opts.gate();
+        // Losses are read without a macrotask on host-memory backends: give socket messages (reveal requests of an
+        // earlier unit, revokes) a turn now and then, or they would wait for the whole unit.
+        if (now() - lastYield > 20) {
+          await macrotask();
+          lastYield = now();
+        }
         if (this.abortLease === leaseId || this.current !== held) throw new TrainAborted();
         stepStart = now();
       },
@@ -470,4 +534,24 @@ export class WorkerLoop {
 
 function now(): number {
   return typeof performance !== 'undefined' ? performance.now() : Date.now();
+}
+
+/** One macrotask turn: setImmediate in Node, a MessageChannel message in browsers (no 4 ms timer clamping). */
+function macrotask(): Promise<void> {
+  const g = globalThis as { setImmediate?: (fn: () => void) => unknown };
+  if (typeof g.setImmediate === 'function') {
+    const setImmediate = g.setImmediate;
+    return new Promise((resolve) => setImmediate(resolve));
+  }
+  if (typeof MessageChannel !== 'undefined') {
+    return new Promise((resolve) => {
+      const ch = new MessageChannel();
+      ch.port1.onmessage = () => {
+        ch.port1.close();
+        resolve();
+      };
+      ch.port2.postMessage(0);
+    });
+  }
+  return new Promise((resolve) => setTimeout(resolve, 0));
 }
