@@ -1,23 +1,44 @@
 import WebSocket from 'ws';
 import { sha256Hex } from '../../shared/hash.js';
-import type { ChallengeMsg, LeaseMsg, ResultHeader, ServerMessage } from '../../shared/protocol/messages.js';
+import type {
+  ChallengeMsg,
+  LeaseMsg,
+  ResultHeader,
+  RevealRequestMsg,
+  ServerMessage,
+} from '../../shared/protocol/messages.js';
 import { PROTOCOL_VERSION } from '../../shared/protocol/messages.js';
 import { encodeResultEnvelope } from '../../shared/protocol/result-envelope.js';
 import { assignExamples } from '../../shared/train/assign.js';
 import { decodeDataset } from '../../shared/train/dataset-format.js';
 import { trainUnit } from '../../shared/train/train-unit.js';
-import type { TrainUnitOutput, WeightSet } from '../../shared/train/types.js';
+import type { TrainUnitInput, TrainUnitOutput, WeightSet } from '../../shared/train/types.js';
 import { decodeWeights, encodeWeights } from '../../shared/train/weights-format.js';
 
 /**
+ * What a RawWorker answers to a reveal request: a state (sent as a reveal envelope), a reason to refuse
+ * (`reveal-error`), or 'silent' (no answer at all).
+ */
+export type RevealAnswer = WeightSet | { error: string } | 'silent';
+
+/**
  * A protocol client driven step by step by a test: it can hold a lease, vanish, come back late, or send results that
- * an honest worker never would.
+ * an honest worker never would. Reveal requests and settled notices are handled on their own (they never reach
+ * next()): by default it reveals the checkpoint states train() kept, like an honest worker; set `revealer` to lie or
+ * stay silent.
  */
 export class RawWorker {
   readonly ws: WebSocket;
   private inbox: ServerMessage[] = [];
   private waiters: ((m: ServerMessage) => void)[] = [];
   closed: Promise<{ code: number; reason: string }>;
+  /** Checkpoint states of trained units, by lease id (what an honest worker keeps until settled). */
+  readonly states = new Map<string, WeightSet[]>();
+  /** Every reveal request received, in order, and every settled lease id. */
+  readonly revealRequests: RevealRequestMsg[] = [];
+  readonly settledLeases: string[] = [];
+  revealer: (req: RevealRequestMsg) => RevealAnswer | Promise<RevealAnswer> = (req) =>
+    this.states.get(req.leaseId)?.[req.index] ?? { error: 'states not kept' };
 
   constructor(
     readonly url: string,
@@ -27,12 +48,36 @@ export class RawWorker {
     this.ws.on('message', (data, isBinary) => {
       if (isBinary) return;
       const msg = JSON.parse(String(data)) as ServerMessage;
+      if (msg.type === 'reveal') {
+        this.revealRequests.push(msg);
+        void this.answerReveal(msg);
+        return;
+      }
+      if (msg.type === 'settled') {
+        this.settledLeases.push(msg.leaseId);
+        return;
+      }
       const w = this.waiters.shift();
       if (w) w(msg);
       else this.inbox.push(msg);
     });
     this.closed = new Promise((resolve) =>
       this.ws.on('close', (code, reason) => resolve({ code, reason: String(reason) })),
+    );
+  }
+
+  private async answerReveal(req: RevealRequestMsg): Promise<void> {
+    const answer = await this.revealer(req);
+    if (answer === 'silent' || this.ws.readyState !== WebSocket.OPEN) return;
+    if ('error' in answer) {
+      this.send({ type: 'reveal-error', requestId: req.requestId, reason: answer.error });
+      return;
+    }
+    this.ws.send(
+      encodeResultEnvelope(
+        { type: 'reveal', requestId: req.requestId, leaseId: req.leaseId, index: req.index },
+        encodeWeights(answer),
+      ),
     );
   }
 
@@ -106,14 +151,23 @@ export class RawWorker {
     throw new Error('no lease');
   }
 
-  /** Trains the unit honestly with the shared core, exactly as a real worker would. */
+  /** Trains the unit honestly with the shared core, exactly as a real worker would, and keeps its states. */
   async train(lease: LeaseMsg): Promise<{ out: TrainUnitOutput; start: WeightSet }> {
+    const inputs = await this.unitInputs(lease);
+    const start = inputs.startWeights;
+    const out = await trainUnit({ ...inputs, keepCheckpointStates: true });
+    if (out.checkpointStates) this.states.set(lease.leaseId, out.checkpointStates);
+    return { out, start };
+  }
+
+  /** Everything trainUnit needs for a lease, downloaded like a worker does (for tests that train their own way). */
+  async unitInputs(lease: LeaseMsg): Promise<Omit<TrainUnitInput, 'onStep' | 'shouldStop'>> {
     const get = async (h: string) => new Uint8Array(await (await fetch(`${this.url}/api/v1/blobs/${h}`)).arrayBuffer());
     const model = JSON.parse(new TextDecoder().decode(await get(lease.unit.modelHash))) as object;
-    const start = decodeWeights(await get(lease.unit.weightsHash));
+    const startWeights = decodeWeights(await get(lease.unit.weightsHash));
     const dataset = decodeDataset(await get(lease.unit.datasetHash));
     const u = lease.unit;
-    const out = await trainUnit({
+    return {
       model,
       spec: {
         steps: u.steps,
@@ -122,11 +176,10 @@ export class RawWorker {
         optimizer: u.optimizer,
         loss: u.loss,
       },
-      startWeights: start,
+      startWeights,
       dataset,
       indices: assignExamples(u.dataSeed, u.steps, u.batchSize, dataset.trainExamples),
-    });
-    return { out, start };
+    };
   }
 
   static header(lease: LeaseMsg, out: TrainUnitOutput, payload: Uint8Array): ResultHeader {
