@@ -14,10 +14,12 @@
  *
  * Writes a table to stdout, bench/results/train.json, and the `## bench:train` section of docs/BENCHMARKS.md.
  */
+
 import { mkdirSync, readFileSync, writeFileSync } from 'node:fs';
 import { loadavg } from 'node:os';
 import { pathToFileURL } from 'node:url';
 import * as tf from '@tensorflow/tfjs';
+import { measureCoordinatorOverhead as coordinatorOverhead } from './coordinator-overhead.js';
 import '@tensorflow/tfjs-backend-wasm';
 import { chooseNodeBackend } from '../bin/node-backend.js';
 import { buildMnistDataset } from '../coordinator/store/builtin/mnist.js';
@@ -221,9 +223,19 @@ export interface OverheadResult {
 
 export async function measureCoordinatorOverhead(
   _dataset: Dataset,
-  _log: (s: string) => void,
+  log: (s: string) => void,
 ): Promise<OverheadResult | null> {
-  return null;
+  const o = await coordinatorOverhead();
+  log(
+    `coordinator overhead per unit (${o.store}, ${o.units} units): lease ${o.leaseMs.toFixed(1)} ms, upload ${o.uploadMs.toFixed(1)} ms, aggregation ${o.aggregationMsPerUnit.toFixed(1)} ms, total ${o.totalMsPerUnit.toFixed(1)} ms`,
+  );
+  return {
+    json: { ...o },
+    lines: [
+      `Coordinator overhead per unit (demo MLP 784-128-10, 4 units per round, real sockets on loopback, ${o.store}, ${o.units} units, workers answering at once): ` +
+        `lease ${o.leaseMs.toFixed(1)} ms, upload + checks ${o.uploadMs.toFixed(1)} ms, aggregation + outer step + held-out evaluation ${o.aggregationMsPerUnit.toFixed(1)} ms per unit; total ${o.totalMsPerUnit.toFixed(1)} ms per unit.`,
+    ],
+  };
 }
 
 // ---- report ----------------------------------------------------------------------------------------------------------
