@@ -1,10 +1,10 @@
 /**
  * bench:ledger — ledger throughput on PGlite and PostgreSQL.
  *
- *   npm run bench:ledger              ~1-2 minutes
+ *   npm run bench:ledger              ~2-3 minutes
  *   npm run bench:ledger -- --quick   shorter measurements
  *
- * Scenarios, each run for a fixed wall-clock window with C clients issuing operations back to back:
+ * Scenarios, each run for fixed wall-clock windows (best of 2) with C clients issuing operations back to back:
  *   deposit          postings/s of the simplest posting group (2 postings, one transaction each)
  *   creditUnit       accepted units/s, one transaction per unit (escrow -> worker pending, exactly once by result
  *                    id), units spread over 16 jobs and 64 workers
@@ -24,7 +24,9 @@ import { runMigrations } from '../coordinator/store/migrate.js';
 import { toChecksumAddress } from '../shared/identity/address.js';
 
 const QUICK = process.argv.includes('--quick');
-const WINDOW_MS = QUICK ? 1_500 : 4_000;
+const WINDOW_MS = QUICK ? 1_500 : 3_000;
+/** Windows per row; the best is kept (a shared 2-core machine swings with other work). */
+const REPEATS = QUICK ? 1 : 2;
 const DATABASE_URL =
   process.env.BENCH_DATABASE_URL ?? process.env.TEST_DATABASE_URL ?? 'postgres://postgres@127.0.0.1:5432/test';
 const JOBS = 16;
@@ -81,24 +83,29 @@ async function openStore(kind: 'pglite' | 'postgres', pools: number, syncCommit 
   };
 }
 
-/** C loops issue operations back to back until the window closes; returns completed operations and seconds. */
+/** C loops issue operations back to back until the window closes; best of REPEATS windows by ops per second. */
 async function timed(
   clients: number,
   op: (client: number, seq: number) => Promise<void>,
 ): Promise<{ ops: number; seconds: number }> {
   let seq = 0;
-  let ops = 0;
-  const start = performance.now();
-  const deadline = start + WINDOW_MS;
-  await Promise.all(
-    Array.from({ length: clients }, async (_, client) => {
-      while (performance.now() < deadline) {
-        await op(client, seq++);
-        ops++;
-      }
-    }),
-  );
-  return { ops, seconds: (performance.now() - start) / 1000 };
+  let best = { ops: 0, seconds: 1 };
+  for (let r = 0; r < REPEATS; r++) {
+    let ops = 0;
+    const start = performance.now();
+    const deadline = start + WINDOW_MS;
+    await Promise.all(
+      Array.from({ length: clients }, async (_, client) => {
+        while (performance.now() < deadline) {
+          await op(client, seq++);
+          ops++;
+        }
+      }),
+    );
+    const t = { ops, seconds: (performance.now() - start) / 1000 };
+    if (t.ops / t.seconds > best.ops / best.seconds) best = t;
+  }
+  return best;
 }
 
 let runTag = 0;
@@ -175,7 +182,7 @@ async function benchStore(store: Store, clientCounts: number[], rows: Row[], lab
 
   if (label === '') {
     // Per-unit calls from many callers (the scheduler's view), coalesced by CreditBatcher.
-    const clients = 64;
+    const clients = 256;
     const tag = `cbat${runTag++}`;
     const jobs = await fundJobs(store.ledgers[0], tag, JOBS);
     const batchers = store.ledgers.map((l) => new CreditBatcher(l, { maxBatch: 500, concurrency: 2 }));
@@ -270,10 +277,11 @@ function markdown(
       `PostgreSQL on the same machine). Each row runs its operation back to back from C clients for ${WINDOW_MS / 1000} s ` +
       `after a warm-up. deposit = one 2-posting transaction; creditUnit = one accepted unit per transaction (escrow -> ` +
       `worker pending, exactly once by result id) over ${JOBS} jobs and ${WORKERS} workers; "one hot job" puts every unit on ` +
-      `the same escrow row; creditUnits xB = the batched API, B units per transaction; "via CreditBatcher" = 64 callers ` +
+      `the same escrow row; creditUnits xB = the batched API, B units per transaction; "via CreditBatcher" = 256 callers ` +
       `each crediting one unit at a time through the adaptive batcher (up to 500 units, 2 transactions in flight per ` +
       `pool). PostgreSQL commits durably ` +
-      `(synchronous_commit=on, fdatasync) unless the row says otherwise. Raw figures: bench/results/ledger.json.`,
+      `(synchronous_commit=on, fdatasync) unless the row says otherwise. Each row is the best of ${REPEATS} windows. ` +
+      'Raw figures: bench/results/ledger.json.',
     '',
     '| store | scenario | clients | accepted units/s | postings/s |',
     '| --- | --- | ---: | ---: | ---: |',
