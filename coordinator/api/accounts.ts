@@ -39,10 +39,18 @@ export interface AccountsApiOptions {
 }
 
 const AddressParams = Type.Object({ address: Type.String({ maxLength: 42 }) });
+// Query strings arrive as text (the coordinator's Ajv does not coerce types), so the limit is checked as digits.
 const Page = Type.Object({
-  limit: Type.Optional(Type.Integer({ minimum: 1, maximum: 500, default: 50 })),
-  cursor: Type.Optional(Type.String({ maxLength: 140 })),
+  limit: Type.Optional(Type.String({ pattern: '^[0-9]{1,3}$', description: 'Items per page, 1..500 (default 50).' })),
+  cursor: Type.Optional(Type.String({ maxLength: 140, description: 'nextCursor of the previous page.' })),
 });
+
+function pageOf(query: unknown): { limit: number; cursor?: string } {
+  const { limit, cursor } = query as { limit?: string; cursor?: string };
+  const n = limit === undefined ? 50 : Number(limit);
+  if (!(n >= 1 && n <= 500)) throw new ApiError(400, 'querystring/limit must be between 1 and 500', '/limit');
+  return { limit: n, cursor };
+}
 
 export const receiptPath = (eventKey: string): string => `/api/v1/ledger/events/${encodeURIComponent(eventKey)}`;
 
@@ -106,7 +114,7 @@ export async function accountsApi(app: FastifyInstance, opts: AccountsApiOptions
     },
     async (req) => {
       const address = addressParam((req.params as { address: string }).address);
-      const { limit, cursor } = req.query as { limit?: number; cursor?: string };
+      const { limit, cursor } = pageOf(req.query);
       const [balances, history, trust, reliability] = await Promise.all([
         ledger.balances(address),
         ledger.history(address, { limit, cursor }).catch(ledgerError),
@@ -144,7 +152,7 @@ export async function accountsApi(app: FastifyInstance, opts: AccountsApiOptions
     },
     async (req) => {
       const address = addressParam((req.params as { address: string }).address);
-      const { limit, cursor } = req.query as { limit?: number; cursor?: string };
+      const { limit, cursor } = pageOf(req.query);
       const page = await credits.creditsOf(address, { limit, cursor }).catch(ledgerError);
       return {
         items: page.items.map((c) => ({ ...c, receipt: receiptPath(c.eventKey) })),

@@ -26,8 +26,8 @@ async function onlineByAccount(q: Queryable, now: number): Promise<Map<string, n
 }
 
 /**
- * Throughput measured from real units: examples of accepted results over the time from lease to result (download,
- * training and upload: what a requester actually gets), per account.
+ * Throughput measured from real units: examples of accepted (or audit-confirmed) results over the time from lease to
+ * result (download, training and upload: what a requester actually gets), per account.
  */
 async function measuredByAccount(
   q: Queryable,
@@ -42,7 +42,7 @@ async function measuredByAccount(
     `SELECT r.account, count(*)::int AS units, sum(r.examples)::float8 AS examples,
             sum(GREATEST(r.created_at - l.created_at, 1))::float8 AS ms
      FROM results r JOIN leases l ON l.id = r.lease_id
-     WHERE r.status = 'accepted' AND r.created_at > $1 AND r.account = ANY($2::text[])
+     WHERE r.status IN ('accepted', 'confirmed') AND r.created_at > $1 AND r.account = ANY($2::text[])
      GROUP BY r.account`,
     [now - MEASURE_WINDOW_MS, accounts],
   );
