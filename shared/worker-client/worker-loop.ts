@@ -12,7 +12,7 @@ import { PROTOCOL_VERSION } from '../protocol/messages.js';
 import { encodeResultEnvelope } from '../protocol/result-envelope.js';
 import { assignExamples } from '../train/assign.js';
 import { decodeDataset } from '../train/dataset-format.js';
-import { trainUnit } from '../train/train-unit.js';
+import { TrainAborted, trainUnit } from '../train/train-unit.js';
 import type { Dataset, WeightSet } from '../train/types.js';
 import { decodeWeights, encodeWeights } from '../train/weights-format.js';
 import { type BlobSource, httpBlobSource } from './blob-source.js';
@@ -86,8 +86,6 @@ export interface WorkerLoopOptions {
    */
   maxKeptUnits?: number;
 }
-
-class TrainAborted extends Error {}
 
 interface HeldUnit {
   lease: LeaseMsg;
