@@ -24,6 +24,7 @@ import { type Db, openDb } from './store/db.js';
 import { type Migration, runMigrations } from './store/migrate.js';
 import { initTfBackend } from './tf-backend.js';
 import { verifyMigrations } from './verify/migrations.js';
+import { markForfeitDelivered, undeliveredForfeits } from './verify/store.js';
 import { workerGateway } from './worker-gateway/gateway.js';
 
 export interface Coordinator {
@@ -116,7 +117,13 @@ export async function startCoordinator(overrides: Partial<CoordinatorConfig> = {
   scheduler.on('forfeit', (f: { eventKey: string; worker: string; reason: string }) => {
     credits
       .forfeit({ worker: f.worker, reason: f.reason, eventKey: f.eventKey })
+      .then(() => markForfeitDelivered(db, f.eventKey))
       .catch((err) => app.log.error({ err, eventKey: f.eventKey }, 'forfeit failed'));
+  });
+  credits.sweeper.setForfeitSource({
+    undelivered: async () =>
+      (await undeliveredForfeits(db)).map((f) => ({ worker: f.worker, reason: f.reason, eventKey: f.eventKey })),
+    delivered: (eventKey) => markForfeitDelivered(db, eventKey),
   });
   const auth = new RequestAuth(accounts, config.adminKeys);
   installErrorHandler(app);

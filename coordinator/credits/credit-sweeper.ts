@@ -133,11 +133,18 @@ export class CreditSweeper {
   private async deliverForfeits(): Promise<number> {
     if (!this.forfeitSource) return 0;
     const pending = await this.forfeitSource.undelivered();
+    let done = 0;
     for (const f of pending) {
-      await this.credits.forfeit(f);
-      await this.forfeitSource.delivered(f.eventKey);
+      // One forfeit that fails (logged, retried next sweep) must not hold up the others or vesting.
+      try {
+        await this.credits.forfeit(f);
+        await this.forfeitSource.delivered(f.eventKey);
+        done++;
+      } catch (err) {
+        this.opts.log?.('forfeit failed', { eventKey: f.eventKey, err: String(err) });
+      }
     }
-    return pending.length;
+    return done;
   }
 
   /** Intents for accepted results that have none (results from before the credits layer, or another path). */
