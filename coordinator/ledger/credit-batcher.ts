@@ -71,7 +71,9 @@ export class CreditBatcher {
       this.ledger
         .creditUnits(batch.map((b) => b.unit))
         .then(
-          (outcomes) => batch.forEach((b, i) => b.resolve(outcomes[i])),
+          (outcomes) => {
+            for (const [i, b] of batch.entries()) b.resolve(outcomes[i]);
+          },
           (err) => {
             for (const b of batch) b.reject(err);
           },

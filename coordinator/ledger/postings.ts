@@ -150,7 +150,7 @@ export async function applyPostings(
       [entryKeys, entryAccounts, entryOwners, entryAmounts, now],
     );
   }
-  sideWrites.forEach((w, i) => add(`side${i}`, w.sql, w.params));
+  for (const [i, w] of sideWrites.entries()) add(`side${i}`, w.sql, w.params);
   if (ctes.length === 0) return [];
   const select =
     entryKeys.length > 0
