@@ -6,10 +6,10 @@ import { planEviction } from '../web/lib/blob-cache.js';
 import { wasmFeatures } from '../web/lib/capabilities.js';
 import { benchmarkIsDecided, chooseBackend, fasterAlternative, MIN_USEFUL_EPS } from '../web/lib/choose-backend.js';
 import { DutyCycle } from '../web/lib/duty-cycle.js';
+import { addressFromPrivateKey, generateKey, parsePrivateKey } from '../web/lib/local-key.js';
 import { mnistCnnJson, mnistMlpJson } from '../web/lib/model-templates.js';
 import { DEFAULT_SETTINGS, sanitizeSettings } from '../web/lib/settings.js';
 import { sparklinePath } from '../web/lib/sparkline.js';
-import { generateAddress, isAddress } from '../web/lib/wallet.js';
 import { DEFAULT_VALUES, FormError, fieldForPointer, parseModelJson, specFromForm } from '../web/requester/fields.js';
 import { parseRoute } from '../web/requester/routes.js';
 import { frameParams } from '../web/widget/frame-params.js';
@@ -226,11 +226,16 @@ describe('volunteer helpers', () => {
     });
   });
 
-  it('makes 0x addresses and reads the widget frame parameters', () => {
-    const a = generateAddress();
-    expect(isAddress(a)).toBe(true);
-    expect(generateAddress()).not.toBe(a);
-    expect(isAddress('0x123')).toBe(false);
+  it('makes local keys, parses pasted ones and reads the widget frame parameters', () => {
+    const k = generateKey();
+    expect(parsePrivateKey(k)).toBe(k.toLowerCase());
+    expect(parsePrivateKey(` ${k.slice(2).toUpperCase()} `)).toBe(k.toLowerCase());
+    expect(generateKey()).not.toBe(k);
+    expect(parsePrivateKey('0x123')).toBeNull();
+    // Zero is not a valid secp256k1 scalar.
+    expect(parsePrivateKey(`0x${'0'.repeat(64)}`)).toBeNull();
+    const a = addressFromPrivateKey(k);
+    expect(a).toMatch(/^0x[0-9a-fA-F]{40}$/);
     expect(frameParams(`?account=${a}&intensity=500`)).toEqual({ account: a, intensity: 100 });
     expect(frameParams('?account=bob')).toEqual({ account: null, intensity: 50 });
   });

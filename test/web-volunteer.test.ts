@@ -11,6 +11,7 @@ import {
   type TestCoordinator,
   testStore,
 } from './helpers/cluster.js';
+import { testIdentity } from './helpers/identities.js';
 import {
   horizontalOverflow,
   launchChromium,
@@ -93,7 +94,7 @@ describe('volunteer page', () => {
     expect(await unnamedControls(page)).toEqual([]);
     expect(await page.getByRole('checkbox', { name: 'Pause while this tab is hidden' }).isChecked()).toBe(true);
     expect(await page.getByRole('textbox', { name: 'Wallet address credits go to' }).inputValue()).toMatch(
-      /^0x[0-9a-f]{40}$/,
+      /^0x[0-9a-fA-F]{40}$/,
     );
     expect(await horizontalOverflow(page)).toBeLessThanOrEqual(0);
     await screenshot(page, 'volunteer-1280');
@@ -130,6 +131,21 @@ describe('volunteer page', () => {
     expect(await textOf(page, 'chosen-backend')).toBe('webgpu');
     expect(await page.getByTestId('benchmark').textContent()).toMatch(/webgpu/);
     await screenshot(page, 'volunteer-training');
+    // The local key signed the hello, so the accepted unit is credited to the address the page shows.
+    const address = await page.getByRole('textbox', { name: 'Wallet address credits go to' }).inputValue();
+    await waitUntil(
+      'credit for the browser',
+      async () => {
+        const r = await fetch(`${c.url}/api/v1/accounts/${address}/credits`);
+        return ((await r.json()) as { items: unknown[] }).items.length > 0;
+      },
+      30_000,
+    );
+    await expect
+      .poll(async () => Number(await textOf(page, 'credit-pending')) + Number(await textOf(page, 'credit-vested')), {
+        timeout: 15_000,
+      })
+      .toBeGreaterThan(0);
     expect(w.errors).toEqual([]);
   });
 
@@ -181,7 +197,7 @@ describe('volunteer page', () => {
     // A second worker connects while the browser holds the round's only unit: it gets nothing.
     second = await runHeadlessWorker({
       coordinator: c.url,
-      account: '0x00000000000000000000000000000000000000b2',
+      privateKey: testIdentity('second worker').privateKey,
       backend: 'wasm',
       onEvent: (e) => secondEvents.push({ at: Date.now(), e }),
     });

@@ -1,5 +1,6 @@
 import { Type } from '@sinclair/typebox';
 import type { FastifyInstance, FastifyRequest } from 'fastify';
+import { isAddress, normalizeAddress } from '../../shared/identity/address.js';
 import { ApiError as ApiErrorSchema } from '../../shared/protocol/job-spec.js';
 import {
   ApiKeyInput,
@@ -268,7 +269,13 @@ export function workerGatewayAuth(opts: {
         signature: hello.auth.signature,
         challenge: challenge.nonce,
       });
-      return r.ok ? { account: r.address } : { error: `unauthorized (${r.code}): ${r.reason}` };
+      if (!r.ok) return { error: `unauthorized (${r.code}): ${r.reason}` };
+      // The signer proved liveness and consent; credits may go elsewhere (a widget's key pays the embedding site).
+      if (hello.payTo !== undefined) {
+        if (!isAddress(hello.payTo)) return { error: 'unauthorized: hello.payTo must be a 0x address' };
+        return { account: normalizeAddress(hello.payTo) };
+      }
+      return { account: r.address };
     },
   };
 }

@@ -44,6 +44,11 @@ export const HelloMsg = Type.Object({
   auth: Type.Optional(
     Type.Object({ message: Type.String(), signature: Type.String() }, { additionalProperties: true }),
   ),
+  /**
+   * Where credits go when not to the signer (a widget's iframe key signs, the embedding site's address is paid). Only
+   * honoured with a verified auth; the signer proves liveness and consent, payTo receives the credit.
+   */
+  payTo: Type.Optional(Type.String({ maxLength: 64 })),
   /** Leases this worker still holds from an earlier connection, to keep them across a reconnect. */
   resume: Type.Optional(Type.Array(Type.Object({ leaseId: Type.String(), token: Type.String() }), { maxItems: 16 })),
 });

@@ -78,6 +78,8 @@ export interface WorkerLoopOptions {
   reconnect?: { minMs: number; maxMs: number };
   /** Signs the coordinator's challenge (a SIWE message over its nonce); returns the hello.auth field. */
   authenticate?: (challenge: ChallengeMsg) => Promise<HelloMsg['auth']>;
+  /** Credits go to this address instead of the signer's (honoured only with a verified signature). */
+  payTo?: string;
   /** Progress messages are sent at most this often (ms). */
   progressEveryMs?: number;
   /**
@@ -247,6 +249,7 @@ export class WorkerLoop {
       backend: this.opts.backend,
       capabilities: caps,
     };
+    if (this.opts.payTo) hello.payTo = this.opts.payTo;
     if (this.current) hello.resume = [{ leaseId: this.current.lease.leaseId, token: this.current.lease.token }];
     if (this.opts.authenticate) {
       try {

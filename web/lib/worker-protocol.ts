@@ -8,6 +8,10 @@ export type PauseReason = 'user' | 'hidden' | 'battery';
 export interface StartConfig {
   coordinatorUrl: string;
   account: string;
+  /** The local key (0x hex) that signs the coordinator's challenge; its address is `account`. */
+  privateKey: string;
+  /** Credits go here instead of `account` (the widget pays its embedding site's data-account). */
+  payTo?: string;
   backend: BackendName;
   adapter?: string;
   capabilities?: Record<string, unknown>;

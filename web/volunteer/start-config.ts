@@ -1,3 +1,4 @@
+import { addressFromPrivateKey, type Hex } from '../../shared/identity/index.js';
 import { adapterLabel, type Capabilities } from '../lib/capabilities.js';
 import type { BackendName, StoredBenchmark, VolunteerSettings } from '../lib/settings.js';
 import type { StartConfig } from '../lib/worker-protocol.js';
@@ -5,7 +6,7 @@ import type { StartConfig } from '../lib/worker-protocol.js';
 /** What the training worker is started with, from the page's settings, identity and capability findings. */
 export function startConfig(
   settings: VolunteerSettings,
-  account: string,
+  identity: { privateKey: Hex; payTo?: string },
   backend: BackendName,
   caps: Capabilities | null,
   bench: StoredBenchmark | null,
@@ -13,7 +14,9 @@ export function startConfig(
   const measured = bench?.results.find((r) => r.backend === backend)?.examplesPerSecond;
   return {
     coordinatorUrl: location.origin,
-    account,
+    account: addressFromPrivateKey(identity.privateKey),
+    privateKey: identity.privateKey,
+    payTo: identity.payTo,
     backend,
     adapter: backend === 'webgpu' ? adapterLabel(caps?.webgpu ?? null) : undefined,
     capabilities: {

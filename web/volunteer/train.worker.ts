@@ -1,4 +1,5 @@
 /// <reference lib="webworker" />
+import { buildWorkerAuth, type Hex } from '../../shared/identity/index.js';
 import { WorkerLoop } from '../../shared/worker-client/worker-loop.js';
 import { IdbBlobCache } from '../lib/blob-cache.js';
 import { benchmarkIsDecided } from '../lib/choose-backend.js';
@@ -58,6 +59,18 @@ async function start(c: StartConfig): Promise<void> {
     blobs: cache,
     gate: duty.gate,
     reconnect: { minMs: 1_000, maxMs: 10_000 },
+    payTo: c.payTo,
+    // The coordinator credits only a hello signed over its challenge, by the local key.
+    authenticate: async (ch) => {
+      const { message, signature } = buildWorkerAuth({
+        privateKey: c.privateKey as Hex,
+        domain: ch.domain,
+        uri: ch.uri,
+        chainId: ch.chainId,
+        challenge: ch.nonce,
+      });
+      return { message, signature };
+    },
   });
   loop = l;
   l.on((event) => {
