@@ -3,6 +3,7 @@ import * as tf from '@tensorflow/tfjs';
 import type { Browser } from 'playwright-core';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { type HeadlessWorker, runHeadlessWorker } from '../bin/headless-worker.js';
+import { toMicro } from '../coordinator/credits/money.js';
 import type { JobView } from '../shared/protocol/job-spec.js';
 import { mnistMlpJson } from '../web/lib/model-templates.js';
 import { ensureWebBuilt } from './helpers/build-web.js';
@@ -14,6 +15,7 @@ import {
   type TestCoordinator,
   testStore,
 } from './helpers/cluster.js';
+import { testIdentity } from './helpers/identities.js';
 import {
   horizontalOverflow,
   launchChromium,
@@ -37,6 +39,9 @@ describe('requester dashboard', () => {
   let origin: string;
   let worker: HeadlessWorker | null = null;
   let jobId = '';
+  /** The session token the dashboard got by signing in; REST checks use it, since jobs belong to that account. */
+  let token = '';
+  let signedIn = '';
 
   beforeAll(async () => {
     await ensureWebBuilt();
@@ -55,6 +60,17 @@ describe('requester dashboard', () => {
     w = await openPage(browser, `${origin}/requester`);
     const { page } = w;
     await page.getByRole('heading', { name: 'Jobs' }).waitFor();
+    // Without a key the job routes refuse; signing in with the browser's local key (no wallet here) fixes that.
+    await page.getByRole('button', { name: 'Sign in' }).click();
+    await page.getByTestId('signed-in-as').waitFor();
+    ({ token, signedIn } = await page.evaluate(() => ({
+      token: localStorage.getItem('swarmgrad.apiKey') ?? '',
+      signedIn: localStorage.getItem('swarmgrad.signedInAs') ?? '',
+    })));
+    expect(signedIn).toMatch(/^0x[0-9a-fA-F]{40}$/);
+    expect(await textOf(page, 'signed-in-as')).toContain(signedIn.slice(0, 6));
+    const who = await fetch(`${c.url}/api/v1/jobs`, { headers: { authorization: `Bearer ${token}` } });
+    expect(who.status).toBe(200);
     await page.getByText('No jobs yet').waitFor();
     await page.getByRole('navigation', { name: 'Dashboard' }).getByRole('link', { name: 'New job' }).click();
     expect(new URL(page.url()).pathname).toBe('/requester/new');
@@ -94,6 +110,12 @@ describe('requester dashboard', () => {
     await page.locator('#e-datasetFile').waitFor();
     expect(await page.locator('#e-datasetFile').textContent()).toMatch(/not a valid dataset/);
     await page.getByRole('radio', { name: /Built-in/ }).check();
+
+    // A fresh account holds no credits: the budget's 402 shows on the form with what to do.
+    await page.getByRole('button', { name: 'Create job' }).click();
+    await page.locator('#e-form').waitFor();
+    expect(await page.locator('#e-form').textContent()).toMatch(/budget.*exceeds your available balance.*top up/);
+    await c.ledger.deposit(signedIn, toMicro(1_000_000), `test-funding:${signedIn}`);
     expect(w.errors.filter((e) => !/status of 4\d\d/.test(e))).toEqual([]);
     // The 4xx answers above are logged by the browser as failed resources; they are the only errors so far.
     w.errors.length = 0;
@@ -115,7 +137,7 @@ describe('requester dashboard', () => {
     await page.getByRole('button', { name: 'Create job' }).click();
     await page.waitForURL(/\/requester\/jobs\/[^/]+$/);
     jobId = decodeURIComponent(new URL(page.url()).pathname.split('/').pop()!);
-    const created = await getJob(c.url, jobId);
+    const created = await getJob(c.url, jobId, token);
     expect(created.name).toBe('form job');
     expect(created.rounds).toBe(3);
     expect((created.spec as { localSteps: number; optimizer: { type: string } }).localSteps).toBe(8);
@@ -124,13 +146,13 @@ describe('requester dashboard', () => {
 
     worker = await runHeadlessWorker({
       coordinator: c.url,
-      account: '0x00000000000000000000000000000000000000c3',
+      privateKey: testIdentity('requester test worker').privateKey,
       backend: 'wasm',
     });
     const done = await waitUntil(
       'the job to complete',
       async () => {
-        const j = await getJob(c.url, jobId);
+        const j = await getJob(c.url, jobId, token);
         if (j.status === 'failed' || j.status === 'cancelled') throw new Error(`job ${j.status}: ${j.error}`);
         return j.status === 'completed' ? j : null;
       },
@@ -157,9 +179,19 @@ describe('requester dashboard', () => {
 
   it('downloads a model that tf.loadLayersModel loads, and the report of the job', async () => {
     const { page } = w;
-    const href = await page.getByRole('link', { name: 'Download model' }).getAttribute('href');
-    expect(href).toBe(`${origin}/api/v1/jobs/${encodeURIComponent(jobId)}/model/model.json`);
-    const model = await tf.loadLayersModel(href!.replace('localhost', '127.0.0.1'));
+    // The model route needs the key: the button fetches with it and saves the Blob.
+    const [modelDownload] = await Promise.all([
+      page.waitForEvent('download'),
+      page.getByRole('button', { name: 'Download model' }).click(),
+    ]);
+    expect(modelDownload.suggestedFilename()).toBe('model.json');
+    const saved = JSON.parse(readFileSync((await modelDownload.path())!, 'utf8')) as { modelTopology?: unknown };
+    expect(saved.modelTopology).toBeTruthy();
+    const url = `${c.url}/api/v1/jobs/${encodeURIComponent(jobId)}/model/model.json`;
+    expect((await fetch(url)).status).toBe(401);
+    const model = await tf.loadLayersModel(
+      tf.io.http(url, { requestInit: { headers: { authorization: `Bearer ${token}` } } }),
+    );
     const out = model.predict(tf.zeros([2, 784])) as tf.Tensor;
     expect(out.shape).toEqual([2, 10]);
     const sums = (await out.sum(1).data()) as Float32Array;
@@ -181,7 +213,7 @@ describe('requester dashboard', () => {
     const { page } = w;
     await worker?.stop();
     worker = null;
-    const other = await postJob(c.url, smallMnistJob({ name: 'to cancel', rounds: 50 } as never));
+    const other = await postJob(c.url, smallMnistJob({ name: 'to cancel', rounds: 50 } as never), token);
     await page.goto(`${origin}/requester`);
     const row = page.getByRole('row', { name: /to cancel/ });
     await row.waitFor();
@@ -199,7 +231,7 @@ describe('requester dashboard', () => {
     page.once('dialog', (d) => void d.accept());
     await page.getByRole('button', { name: 'Cancel job' }).click();
     await expect.poll(() => textOf(page, 'job-status')).toBe('cancelled');
-    expect((await getJob(c.url, other.id)).status).toBe('cancelled');
+    expect((await getJob(c.url, other.id, token)).status).toBe('cancelled');
     expect(await page.getByRole('button', { name: 'Cancel job' }).count()).toBe(0);
     expect(w.errors).toEqual([]);
   });

@@ -33,6 +33,15 @@ export class ApiRequestError extends Error implements ApiError {
   }
 }
 
+export interface AuthNonce {
+  nonce: string;
+  domain: string;
+  chainId: number;
+  uri: string;
+  statement: string;
+  expiresAt: number;
+}
+
 export interface UploadOptions {
   signal?: AbortSignal;
 }
@@ -46,8 +55,19 @@ export interface SwarmgradClient {
   /** Uploads a dataset file in the swarmgrad binary format (docs/DATASET_FORMAT.md). */
   uploadDataset(data: Blob | ArrayBuffer | Uint8Array, opts?: UploadOptions): Promise<DatasetView>;
   listDatasets(): Promise<DatasetView[]>;
-  /** URL for tf.loadLayersModel: the job's latest weights in tfjs layers format. */
+  /**
+   * URL for tf.loadLayersModel: the job's latest weights in tfjs layers format. The route needs the key: pass
+   * `tf.io.http(modelUrl, { requestInit: { headers: client.authHeaders() } })`.
+   */
   modelUrl(jobId: string): string;
+  /** The headers that carry the key (empty without one), for fetches the client does not make itself. */
+  authHeaders(): Record<string, string>;
+  /** The model's model.json, fetched with the key, as a Blob to save. */
+  downloadModel(jobId: string): Promise<Blob>;
+  /** Sign-in, step 1: a fresh SIWE nonce and the domain, chain and URI the message must name. */
+  authNonce(): Promise<AuthNonce>;
+  /** Sign-in, step 2: the signed SIWE message for a session token (use it as `apiKey`). */
+  signIn(message: string, signature: string): Promise<{ token: string; address: string; expiresAt: number }>;
   /** The OpenAPI document of the REST API. */
   openapi(): Promise<Record<string, unknown>>;
 }
@@ -57,10 +77,12 @@ export function createClient(opts: ClientOptions): SwarmgradClient {
   const doFetch = opts.fetch ?? ((input: RequestInfo | URL, init?: RequestInit) => fetch(input, init));
   const api = `${baseUrl}/api/v1`;
 
+  const authHeaders = (): Record<string, string> => (opts.apiKey ? { authorization: `Bearer ${opts.apiKey}` } : {});
+
   async function request<T>(method: string, path: string, body?: BodyInit, contentType?: string): Promise<T> {
     const headers: Record<string, string> = { accept: 'application/json' };
     if (contentType) headers['content-type'] = contentType;
-    if (opts.apiKey) headers.authorization = `Bearer ${opts.apiKey}`;
+    Object.assign(headers, authHeaders());
     let res: Response;
     try {
       res = await doFetch(`${api}${path}`, { method, headers, body });
@@ -96,6 +118,29 @@ export function createClient(opts: ClientOptions): SwarmgradClient {
     },
     listDatasets: () => request<DatasetView[]>('GET', '/datasets'),
     modelUrl: (jobId) => `${api}/jobs/${id(jobId)}/model/model.json`,
+    authHeaders,
+    downloadModel: async (jobId) => {
+      const res = await doFetch(`${api}/jobs/${id(jobId)}/model/model.json`, { headers: authHeaders() });
+      if (!res.ok) {
+        const text = await res.text();
+        let parsed: unknown;
+        try {
+          parsed = JSON.parse(text);
+        } catch {
+          parsed = undefined;
+        }
+        throw new ApiRequestError(toApiError(res, parsed, text));
+      }
+      return res.blob();
+    },
+    authNonce: () => request<AuthNonce>('GET', '/auth/nonce'),
+    signIn: (message, signature) =>
+      request<{ token: string; address: string; expiresAt: number }>(
+        'POST',
+        '/auth/signin',
+        JSON.stringify({ message, signature }),
+        'application/json',
+      ),
     openapi: () => request<Record<string, unknown>>('GET', '/openapi.json'),
   };
 }

@@ -15,3 +15,15 @@ export function saveApiKey(key: string): void {
 export function dashboardClient(): SwarmgradClient {
   return createClient({ baseUrl: location.origin, apiKey: storedApiKey() || undefined });
 }
+
+const WHO = 'swarmgrad.signedInAs';
+
+/** The address of the session the stored key came from (empty for a pasted API key). */
+export function storedSignedInAs(): string {
+  return localStorage.getItem(WHO) ?? '';
+}
+
+export function saveSignedInAs(address: string): void {
+  if (address) localStorage.setItem(WHO, address);
+  else localStorage.removeItem(WHO);
+}
