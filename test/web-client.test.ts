@@ -21,7 +21,7 @@ describe('api-client against a real coordinator', () => {
 
   beforeAll(async () => {
     c = await startTestCoordinator(testStore('pglite'));
-    api = createClient({ baseUrl: `${c.url}/` });
+    api = createClient({ baseUrl: `${c.url}/`, apiKey: c.requester.apiKey });
   });
   afterAll(async () => {
     await c?.destroy();
@@ -95,14 +95,19 @@ describe('api-client against a real coordinator', () => {
     const seen: Headers[] = [];
     const spy = createClient({
       baseUrl: c.url,
-      apiKey: 'k-123',
+      apiKey: c.requester.apiKey,
       fetch: (input, init) => {
         seen.push(new Headers(init?.headers));
         return fetch(input, init);
       },
     });
     await spy.listJobs();
-    expect(seen[0].get('authorization')).toBe('Bearer k-123');
+    expect(seen[0].get('authorization')).toBe(`Bearer ${c.requester.apiKey}`);
+    // A wrong key is refused with 401, and the model download carries the key too.
+    const wrong = createClient({ baseUrl: c.url, apiKey: 'sg_wrong' });
+    await expect(wrong.listJobs()).rejects.toMatchObject({ statusCode: 401 });
+    expect(spy.authHeaders()).toEqual({ authorization: `Bearer ${c.requester.apiKey}` });
+    await expect(createClient({ baseUrl: c.url }).downloadModel('nope')).rejects.toMatchObject({ statusCode: 401 });
   });
 });
 

@@ -141,11 +141,12 @@ describe('volunteer page', () => {
       },
       30_000,
     );
-    await expect
-      .poll(async () => Number(await textOf(page, 'credit-pending')) + Number(await textOf(page, 'credit-vested')), {
-        timeout: 15_000,
-      })
-      .toBeGreaterThan(0);
+    // The page polls the same account: its receipts list shows the credit rows, each linked to its ledger event.
+    await page.getByTestId('credit-receipts').getByRole('link').first().waitFor({ timeout: 15_000 });
+    expect(await page.getByTestId('credit-receipts').getByRole('link').first().getAttribute('href')).toMatch(
+      /\/api\/v1\/ledger\/events\/credit/,
+    );
+    expect(await textOf(page, 'credit-pending')).toMatch(/^\d+\.\d{6}$/);
     expect(w.errors).toEqual([]);
   });
 

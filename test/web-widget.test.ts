@@ -128,17 +128,25 @@ describe('embed widget', () => {
     // tfjs and its kernels came from the coordinator's origin, never from the host's.
     expect(requests.filter((u) => u.startsWith(hostOrigin) && /assets|wasm/.test(u))).toEqual([]);
 
-    // Credits: the accounts endpoint when the coordinator has it, else the accepted results in its store.
-    const res = await fetch(`${c.url}/api/v1/accounts/${ACCOUNT}`);
-    if (res.status === 200) {
-      expect(JSON.stringify(await res.json())).toMatch(/[1-9]/);
-    } else {
-      const { rows } = await c.db.query<{ n: number }>(
-        `SELECT count(*)::int AS n FROM results WHERE account = $1 AND status = 'accepted'`,
-        [ACCOUNT],
-      );
-      expect(Number(rows[0].n)).toBeGreaterThanOrEqual(1);
-    }
+    // Credits: the frame's own key signed the hello with payTo = data-account, so the credit rows are data-account's.
+    const credits = await waitUntil(
+      'credit rows for data-account',
+      async () => {
+        const res = await fetch(`${c.url}/api/v1/accounts/${ACCOUNT}/credits`);
+        expect(res.status).toBe(200);
+        const body = (await res.json()) as { items: { leaseId: string | null; state: string }[] };
+        return body.items.length > 0 ? body.items : null;
+      },
+      30_000,
+      500,
+    );
+    expect(credits[0].leaseId).toBeTruthy();
+    // The worker that ran the units was admitted under data-account, not under the frame's signing key.
+    const { rows } = await c.db.query<{ n: number }>(
+      `SELECT count(*)::int AS n FROM results WHERE lower(account) = lower($1) AND status = 'accepted'`,
+      [ACCOUNT],
+    );
+    expect(Number(rows[0].n)).toBeGreaterThanOrEqual(1);
     await screenshot(page, 'widget-after-consent');
 
     await page.getByRole('button', { name: 'Stop' }).first().click();
