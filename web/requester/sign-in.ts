@@ -52,6 +52,8 @@ export async function signIn(origin: string): Promise<Session> {
     chainId: n.chainId,
     nonce: n.nonce,
     issuedAt: now,
+    // The coordinator wants an expiry on the message; the nonce's own expiry bounds it.
+    expirationTime: new Date(n.expiresAt),
   });
   const s = await client.signIn(message, await sign(message));
   return { ...s, via };
