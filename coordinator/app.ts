@@ -15,7 +15,7 @@ import { webApp } from './api/web.js';
 import { type CoordinatorConfig, configFromEnv } from './config.js';
 import { Credits, creditsMigrations, loadCoordinatorKey, toMicro } from './credits/index.js';
 import { Ledger, ledgerMigrations } from './ledger/index.js';
-import { marketLeaseCondition, marketMigrations, Offers } from './market/index.js';
+import { marketLeaseCondition, marketMigrations, marketWorkerRanking, Offers } from './market/index.js';
 import { Scheduler } from './scheduler/scheduler.js';
 import { BlobStore } from './store/blobs.js';
 import { coreMigrations } from './store/core-migrations.js';
@@ -194,6 +194,11 @@ export async function startCoordinator(overrides: Partial<CoordinatorConfig> = {
     replicaId: config.replicaId,
     idleRetryMs: config.idleRetryMs,
     maxPayloadBytes: config.maxUploadBytes,
+    // Work goes to the cheapest reliable waiting worker first (docs/ARCHITECTURE.md, marketplace).
+    rankWorkers: marketWorkerRanking(db, {
+      defaultPricePerTflop: defaultPrice,
+      reliabilityMinLeases: config.reliabilityMinLeases,
+    }),
     ...workerGatewayAuth({
       accounts,
       requireWorkerAuth: config.requireWorkerAuth,

@@ -4,3 +4,4 @@ export { marketSummary, networkStats } from './market-view.js';
 export { marketMigrations } from './migrations.js';
 export { activeOffers, type Offer, Offers, workerPricePerTflop } from './offers.js';
 export { type Reliability, reliabilityFrom, reliabilityOf, reliabilityOfMany } from './reliability.js';
+export { compareRank, marketWorkerRanking, type RankKey, rankKeys, type WorkerRankOptions } from './worker-rank.js';

@@ -29,7 +29,7 @@ async function onlineByAccount(q: Queryable, now: number): Promise<Map<string, n
  * Throughput measured from real units: examples of accepted (or audit-confirmed) results over the time from lease to
  * result (download, training and upload: what a requester actually gets), per account.
  */
-async function measuredByAccount(
+export async function measuredByAccount(
   q: Queryable,
   accounts: string[],
   now: number,

@@ -283,6 +283,18 @@ export class Scheduler extends EventEmitter {
   }
 
   /**
+   * Whether any unit of an active job is waiting for a worker, filters aside. False means no lease() can succeed, so
+   * the gateway stops offering work to further workers in a ranked pass.
+   */
+  async hasPendingUnits(): Promise<boolean> {
+    const { rows } = await this.db.query(
+      `SELECT 1 FROM units u JOIN jobs j ON j.id = u.job_id AND j.round = u.round
+       WHERE u.status = 'pending' AND j.status IN ('queued', 'running') LIMIT 1`,
+    );
+    return rows.length > 0;
+  }
+
+  /**
    * A reconnecting worker asks to keep leases it still holds. Kept when the token matches, the account is the same,
    * the lease is unexpired and its unit is not settled; the unit stops being offered to others.
    */

@@ -49,6 +49,11 @@ export interface GatewayOptions {
   issueChallenge?: ChallengeIssuer;
   /** How long a socket may stay silent before hello, ms. */
   helloTimeoutMs?: number;
+  /**
+   * Orders workers waiting for work, best first; new work is offered to them one at a time in this order (the
+   * marketplace ranks cheapest reliable first, coordinator/market/worker-rank.ts). Without it: connection order.
+   */
+  rankWorkers?: (workers: WorkerIdentity[]) => Promise<WorkerIdentity[]>;
 }
 
 interface Connection {
@@ -58,6 +63,8 @@ interface Connection {
   /** Waiting for work: gets a lease pushed as soon as one appears. */
   idle: boolean;
   leasing: boolean;
+  /** Sent a request not yet answered (by a lease or idle). */
+  asked: boolean;
 }
 
 /**
@@ -74,28 +81,85 @@ async function gateway(app: FastifyInstance, opts: GatewayOptions): Promise<void
     if (c.socket.readyState === c.socket.OPEN) c.socket.send(JSON.stringify(msg));
   };
 
-  const offerWork = async (c: Connection) => {
-    if (!c.who || c.leasing) return;
+  let shuttingDown = false;
+
+  /** One lease attempt for `c`. A worker that asked is answered either way; one only pushed to hears nothing. */
+  const offerWork = async (c: Connection): Promise<boolean> => {
+    if (!c.who || c.leasing) return false;
     c.leasing = true;
     try {
       const lease = await scheduler.lease(c.who);
-      if (lease) {
-        c.idle = false;
-        send(c, lease);
-      } else {
-        c.idle = true;
-        send(c, { type: 'idle', retryMs: opts.idleRetryMs });
-      }
+      c.idle = !lease;
+      if (lease) send(c, lease);
+      else if (c.asked) send(c, { type: 'idle', retryMs: opts.idleRetryMs });
+      c.asked = false;
+      return lease !== null;
     } finally {
       c.leasing = false;
     }
   };
 
-  const onWork = () => {
-    for (const c of connections.values()) {
-      if (c.idle) void offerWork(c).catch((err) => app.log.error({ err }, 'offer work failed'));
+  /**
+   * Ranked passes: when work appears, the waiting workers (idle, or asked and unanswered) are offered it one at a time
+   * in rankWorkers order, so the best-ranked eligible worker leases first; each worker's own lease filters still
+   * apply, so a worker the job does not accept is passed over. One pass at a time per replica: work appearing, or a
+   * request arriving, while a pass runs starts another once it ends, so every request is answered in rank order.
+   * A pass stops early when no unit is left pending.
+   */
+  let passing: Promise<void> | null = null;
+  let again = false;
+  const rankedPass = async () => {
+    const waiting = [...connections.values()].filter((c) => c.who && (c.idle || c.asked));
+    if (waiting.length === 0) return;
+    let pending = await scheduler.hasPendingUnits();
+    let order = waiting.map((c) => c.who!);
+    if (pending && opts.rankWorkers && order.length > 1) {
+      order = await opts.rankWorkers(order).catch((err) => {
+        app.log.error({ err }, 'ranking workers failed; connection order');
+        return order;
+      });
+    }
+    for (const who of order) {
+      const c = connections.get(who.workerId);
+      if (!c || !(c.idle || c.asked) || shuttingDown) continue;
+      if (!pending) {
+        if (c.asked && !c.leasing) {
+          c.asked = false;
+          send(c, { type: 'idle', retryMs: opts.idleRetryMs });
+        }
+        continue;
+      }
+      try {
+        if (await offerWork(c)) pending = await scheduler.hasPendingUnits();
+      } catch (err) {
+        app.log.error({ err, workerId: who.workerId }, 'offer work failed');
+        // A worker that asked waits for an answer; idle makes it ask again later.
+        if (c.asked) {
+          c.asked = false;
+          send(c, { type: 'idle', retryMs: opts.idleRetryMs });
+        }
+      }
     }
   };
+  const runPasses = (): void => {
+    if (passing) {
+      again = true;
+      return;
+    }
+    passing = (async () => {
+      try {
+        do {
+          again = false;
+          await rankedPass().catch((err) => app.log.error({ err }, 'ranked pass failed'));
+        } while (again && !shuttingDown);
+      } finally {
+        // Cleared in the same step as the last check of `again`, so no request can slip in between and go unanswered.
+        passing = null;
+      }
+    })();
+  };
+
+  const onWork = () => runPasses();
   const onRevoke = (e: { leaseId: string; workerId: string | null; reason: string }) => {
     const c = e.workerId ? connections.get(e.workerId) : undefined;
     if (c) send(c, { type: 'revoke', leaseId: e.leaseId, reason: e.reason });
@@ -114,7 +178,6 @@ async function gateway(app: FastifyInstance, opts: GatewayOptions): Promise<void
   }, 10_000);
   heartbeat.unref();
 
-  let shuttingDown = false;
   app.addHook('onClose', async () => {
     shuttingDown = true;
     clearInterval(heartbeat);
@@ -122,6 +185,7 @@ async function gateway(app: FastifyInstance, opts: GatewayOptions): Promise<void
     reveals.close();
     scheduler.off('work', onWork);
     scheduler.off('revoke', onRevoke);
+    await passing;
     // Detach while the store is still open: the units go back on offer, the leases stay resumable.
     for (const c of connections.values()) {
       if (c.who) await scheduler.detachWorker(c.who.workerId).catch(() => {});
@@ -131,7 +195,7 @@ async function gateway(app: FastifyInstance, opts: GatewayOptions): Promise<void
 
   app.get('/api/v1/worker', { websocket: true }, (socket, req) => {
     const workerId = `w_${randomUUID().replaceAll('-', '').slice(0, 16)}`;
-    const c: Connection = { socket, who: null, remoteAddress: req.ip, idle: false, leasing: false };
+    const c: Connection = { socket, who: null, remoteAddress: req.ip, idle: false, leasing: false, asked: false };
     // Messages are handled strictly in order, so a result never overtakes the hello before it.
     let chain = Promise.resolve();
     const helloTimer = setTimeout(() => {
@@ -186,7 +250,16 @@ async function gateway(app: FastifyInstance, opts: GatewayOptions): Promise<void
       if (!c.who) return fail(CloseCode.Unauthorized, 'no_hello', 'send hello first');
       switch (msg.type) {
         case 'request':
-          return offerWork(c);
+          c.asked = true;
+          // While a ranked pass runs, the request joins the next one instead of racing better-ranked workers for the
+          // new work. Otherwise every waiting worker has already been offered all work announced here, so this
+          // worker overtakes nobody by leasing at once.
+          if (passing) {
+            again = true;
+            return;
+          }
+          await offerWork(c);
+          return;
         case 'progress':
           return scheduler.progress(c.who, msg.leaseId, msg.step);
         case 'release':
