@@ -34,7 +34,7 @@ button{font:inherit;border-radius:6px;padding:6px 12px;cursor:pointer;border:1px
 button.secondary{background:#fff;color:#1d4ed8}
 button.stop{background:#b91c1c;border-color:#b91c1c}
 button:focus-visible{outline:3px solid #f59e0b;outline-offset:2px}
-iframe{border:0;width:100%;height:210px;display:block;margin:6px 0}
+iframe{border:0;width:100%;height:240px;display:block;margin:6px 0}
 .head{display:flex;justify-content:space-between;align-items:center;gap:8px}
 </style><div class="card${inline ? '' : ' fixed'}" role="region" aria-label="swarmgrad compute sharing"></div>`;
   const card = root.querySelector('.card') as HTMLDivElement;
