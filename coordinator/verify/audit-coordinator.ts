@@ -7,7 +7,7 @@ import type { DisputeParty, PartyId } from '../../shared/verify/bisect.js';
 import { cheapCheck } from '../../shared/verify/cheap-checks.js';
 import { checkpointEvery, getJobRow, type JobRow } from '../scheduler/job-repo.js';
 import type { WeightCache } from '../scheduler/round-weights.js';
-import type { AcceptedResult, SchedulerHooks } from '../scheduler/scheduler.js';
+import type { SchedulerHooks } from '../scheduler/scheduler.js';
 import type { Db, Queryable } from '../store/db.js';
 import {
   type AuditSettlement,
@@ -16,8 +16,10 @@ import {
   VerificationEngine,
 } from './engine.js';
 import { TrainUnitReferee, type UnitInputs } from './referee.js';
-import { RevealShutdown, type RevealTransport } from './reveal-hub.js';
-import { addCost, type ForfeitRecord, getTrust, lockTrust, recordEvent, saveTrust } from './store.js';
+import type { RevealTransport } from './reveal-hub.js';
+import { checkpointsOf, describeSettlement, settlementOutcome, shutdownFault } from './settlement-record.js';
+import { addCost, getTrust, lockTrust, recordEvent, saveTrust } from './store.js';
+import { costKey, Effects, type ResultRow, unitKey, Verdicts } from './verdicts.js';
 
 /**
  * The verification layer inside the live coordinator (docs/VERIFICATION.md, "Integration"). The scheduler calls it
@@ -106,33 +108,6 @@ interface UnitRow {
   result_id: string | null;
 }
 
-interface ResultRow {
-  id: string;
-  lease_id: string;
-  job_id: string;
-  round: number;
-  idx: number;
-  account: string;
-  status: string;
-  delta_hash: string;
-  checkpoints: string[] | string;
-  examples: number;
-  flops: number;
-  backend: string | null;
-  final_at: number | string | null;
-}
-
-/** Side effects collected inside a transaction and carried out after it commits. */
-class Effects {
-  revoked: { leaseId: string; workerId: string | null; reason: string }[] = [];
-  forfeits: ForfeitRecord[] = [];
-  settled: { account: string; leaseId: string }[] = [];
-  work = false;
-  rounds: { jobId: string; round: number }[] = [];
-}
-
-const unitKey = (jobId: string, round: number, idx: number) => `${jobId}/${round}/${idx}`;
-
 /** Codes of transport-level failures: refused, but no evidence of cheating (a corrupted upload, a client bug). */
 const NOT_PUNISHED = new Set(['hash_mismatch', 'malformed_delta', 'bad_header']);
 
@@ -144,6 +119,7 @@ export class AuditCoordinator {
   private readonly settling = new Set<string>();
   private selfAuditing = false;
   private readonly now = () => Date.now();
+  private readonly verdicts: Verdicts;
 
   constructor(
     private readonly port: SchedulerPort,
@@ -151,6 +127,7 @@ export class AuditCoordinator {
   ) {
     this.opts = { ...DEFAULT_VERIFY_OPTIONS, ...opts };
     this.engine = this.buildEngine();
+    this.verdicts = new Verdicts(() => this.engine, port.hooks, this.now);
   }
 
   /** Changes options at run time (tests shorten deadlines, force or script audit draws). */
@@ -257,12 +234,8 @@ export class AuditCoordinator {
       checkpoints: header.checkpoints,
       losses: header.losses,
     });
-    await addCost(this.port.db, this.costKey(job, unit.round, unit.idx), { cheapExamples: r.forwardExamples });
+    await addCost(this.port.db, costKey(job, unit.round, unit.idx), { cheapExamples: r.forwardExamples });
     return r.ok ? null : { code: r.code.replaceAll('-', '_'), reason: r.reason };
-  }
-
-  private costKey(job: JobRow, round: number, idx: number) {
-    return { jobId: job.id, round, idx, batchSize: job.spec.batchSize };
   }
 
   /**
@@ -279,7 +252,7 @@ export class AuditCoordinator {
     );
     const u = rows[0];
     if (!u || u.status === 'done' || u.status === 'verifying') return 'refuse';
-    const cost = this.costKey(r.job, r.round, r.idx);
+    const cost = costKey(r.job, r.round, r.idx);
     if (u.audit_of) {
       // The audit copy. Its holder was chosen under the lease condition; a late result of an older lease is checked
       // here with the same rule.
@@ -313,7 +286,7 @@ export class AuditCoordinator {
     const before = await lockTrust(q, r.account, now);
     await saveTrust(q, r.account, before, this.engine.applyVerdict(before, 'valid'), now);
     await q.query('UPDATE results SET final_at = $2 WHERE id = $1', [r.resultId, now]);
-    await addCost(q, this.costKey(job, r.round, r.idx), { primarySteps: job.spec.localSteps });
+    await addCost(q, costKey(job, r.round, r.idx), { primarySteps: job.spec.localSteps });
   }
 
   /** After the accepting transaction of a result held for audit or settlement. */
@@ -343,7 +316,7 @@ export class AuditCoordinator {
         reason,
         at: this.now(),
       });
-      await this.punish(
+      await this.verdicts.punish(
         q,
         { job, round: lease.round, idx: lease.idx, account: lease.account, leaseId: lease.id },
         `cheap check ${code}: ${reason}`,
@@ -407,7 +380,7 @@ export class AuditCoordinator {
   private async settleClaimed(jobId: string, round: number, idx: number, u: UnitRow): Promise<void> {
     const db = this.port.db;
     const job = await getJobRow(db, jobId);
-    if (!job || job.status !== 'running' || job.round !== round) return;
+    if (job?.status !== 'running' || job.round !== round) return;
     const { rows } = await db.query<ResultRow>(
       `SELECT * FROM results WHERE job_id = $1 AND round = $2 AND idx = $3 AND status = 'pending' ORDER BY created_at`,
       [jobId, round, idx],
@@ -490,12 +463,12 @@ export class AuditCoordinator {
         if (s.verdicts[id] !== 'valid') continue;
         const status = accepted === null ? 'accepted' : 'confirmed';
         if (status === 'accepted') accepted = parties[id].id;
-        await this.finalizeValid(q, job, parties[id], status);
+        await this.verdicts.finalizeValid(q, job, parties[id], status);
       }
       for (const id of ['a', 'b'] as const) {
         if (s.verdicts[id] !== 'invalid') continue;
         const r = parties[id];
-        await this.punish(
+        await this.verdicts.punish(
           q,
           { job, round, idx, account: r.account, leaseId: r.lease_id, resultId: r.id },
           s.reasons[id] ?? 'failed its audit',
@@ -540,7 +513,7 @@ export class AuditCoordinator {
           });
         }
       }
-      await addCost(q, this.costKey(job, round, idx), {
+      await addCost(q, costKey(job, round, idx), {
         refereeSteps: s.refereeSteps,
         reveals: s.reveals,
         audits: 1,
@@ -566,188 +539,6 @@ export class AuditCoordinator {
       return;
     }
     this.flush(effects);
-  }
-
-  /** A result found valid: accepted (aggregated) or confirmed; trust +1 and credit, once per result. */
-  private async finalizeValid(q: Queryable, job: JobRow, r: ResultRow, status: 'accepted' | 'confirmed') {
-    const now = this.now();
-    const prev = await q.query<{ final_at: number | string | null }>(
-      'SELECT final_at FROM results WHERE id = $1 FOR UPDATE',
-      [r.id],
-    );
-    const first = prev.rows[0]?.final_at === null || prev.rows[0]?.final_at === undefined;
-    await q.query('UPDATE results SET status = $2, final_at = COALESCE(final_at, $3) WHERE id = $1', [
-      r.id,
-      status,
-      now,
-    ]);
-    if (status === 'accepted') {
-      await addCost(q, this.costKey(job, r.round, r.idx), { primarySteps: job.spec.localSteps });
-    }
-    if (!first) return;
-    const before = await lockTrust(q, r.account, now);
-    await saveTrust(q, r.account, before, this.engine.applyVerdict(before, 'valid'), now);
-    const accepted: AcceptedResult = {
-      resultId: r.id,
-      jobId: job.id,
-      owner: job.owner,
-      round: r.round,
-      unit: r.idx,
-      account: r.account,
-      flops: Number(r.flops),
-      examples: Number(r.examples),
-      role: status === 'accepted' ? 'primary' : 'audit',
-    };
-    await this.port.hooks.onResultAccepted?.(q, accepted);
-  }
-
-  /**
-   * Consequences for an account that lost (failed cheap check, failed spot check, lost dispute, silent): its result
-   * rejected, trust reset, a forfeit record, and each of its results not yet aggregated dropped and its unit
-   * reissued (or, when an independent copy already confirmed it, replaced by that copy). Call with the job row of
-   * `loser.job` locked.
-   */
-  private async punish(
-    q: Queryable,
-    loser: { job: JobRow; round: number; idx: number; account: string; leaseId: string; resultId?: string },
-    reason: string,
-    effects: Effects,
-  ): Promise<void> {
-    const now = this.now();
-    const { job, account } = loser;
-    const unitId = unitKey(job.id, loser.round, loser.idx);
-    if (loser.resultId) {
-      await q.query(`UPDATE results SET status = 'rejected', reason = $2 WHERE id = $1`, [
-        loser.resultId,
-        clip(`verification: ${reason}`),
-      ]);
-      effects.settled.push({ account, leaseId: loser.leaseId });
-    }
-    // Lock the jobs the loser has open results in, in id order, before reading which rounds they are in.
-    const jobIds = (
-      await q.query<{ job_id: string }>(
-        `SELECT DISTINCT job_id FROM results WHERE account = $1 AND status IN ('accepted', 'pending', 'confirmed')`,
-        [account],
-      )
-    ).rows.map((r) => r.job_id);
-    if (jobIds.length > 0) {
-      await q.query('SELECT id FROM jobs WHERE id = ANY($1::text[]) ORDER BY id FOR UPDATE', [jobIds]);
-    }
-    const open = (
-      await q.query<OpenRow>(
-        `SELECT r.id, r.lease_id, r.job_id, r.round, r.idx, r.status, j.round AS job_round, j.status AS job_status,
-                u.status AS unit_status, u.audit_of, u.result_id AS unit_result
-         FROM results r JOIN jobs j ON j.id = r.job_id
-         JOIN units u ON u.job_id = r.job_id AND u.round = r.round AND u.idx = r.idx
-         WHERE r.account = $1 AND r.status IN ('accepted', 'pending', 'confirmed')`,
-        [account],
-      )
-    ).rows;
-    const before = await lockTrust(q, account, now);
-    const c = this.engine.consequencesFor(
-      { account, unitId, trust: before },
-      reason,
-      open.map((o) => ({
-        resultId: o.id,
-        unitId: unitKey(o.job_id, o.round, o.idx),
-        aggregated: o.job_status !== 'running' || o.round < o.job_round,
-      })),
-    );
-    await saveTrust(q, account, before, c.trust, now);
-    const forfeit: ForfeitRecord = {
-      eventKey: `forfeit:${loser.leaseId}`,
-      worker: account,
-      reason: clip(reason),
-      jobId: job.id,
-      round: loser.round,
-      idx: loser.idx,
-      unitId,
-      at: c.forfeit.at,
-    };
-    await recordEvent(q, {
-      id: forfeit.eventKey,
-      kind: 'forfeit',
-      jobId: job.id,
-      round: loser.round,
-      idx: loser.idx,
-      account,
-      resultId: loser.resultId ?? null,
-      outcome: 'forfeit',
-      reason: forfeit.reason,
-      detail: forfeit,
-      at: now,
-    });
-    effects.forfeits.push(forfeit);
-    const reissue = new Set(c.reissue.map((r) => r.resultId));
-    for (const o of open) if (reissue.has(o.id)) await this.reissue(q, o, account, reason, effects);
-  }
-
-  private async reissue(q: Queryable, o: OpenRow, account: string, why: string, effects: Effects): Promise<void> {
-    // A unit being settled right now is left to its settlement (which may still find this result valid).
-    if (o.unit_status === 'verifying') return;
-    const now = this.now();
-    const reason = clip(`reissued: ${account} lost a verification elsewhere (${why})`);
-    const unit = [o.job_id, o.round, o.idx];
-    await q.query(`UPDATE results SET status = 'rejected', reason = $2 WHERE id = $1`, [o.id, reason]);
-    effects.settled.push({ account, leaseId: o.lease_id });
-    let outcome: string;
-    if (o.status === 'accepted') {
-      const copy = (
-        await q.query<{ id: string }>(
-          `SELECT id FROM results WHERE job_id = $1 AND round = $2 AND idx = $3 AND status = 'confirmed'
-           ORDER BY created_at LIMIT 1`,
-          unit,
-        )
-      ).rows[0];
-      if (copy) {
-        // An independent copy already matched it: that copy becomes the unit's result.
-        await q.query(`UPDATE results SET status = 'accepted' WHERE id = $1`, [copy.id]);
-        await q.query('UPDATE units SET result_id = $4 WHERE job_id = $1 AND round = $2 AND idx = $3', [
-          ...unit,
-          copy.id,
-        ]);
-        outcome = 'replaced by its confirmed copy';
-      } else {
-        await q.query(
-          `UPDATE units SET status = 'pending', result_id = NULL, audit_of = NULL, audit_since = NULL
-           WHERE job_id = $1 AND round = $2 AND idx = $3`,
-          unit,
-        );
-        outcome = 'unit reissued';
-        effects.work = true;
-      }
-    } else if (o.status === 'pending') {
-      // Its audit copy (if one is out) now simply becomes an ordinary result of the unit.
-      await q.query(
-        `UPDATE units SET audit_of = NULL, audit_since = NULL WHERE job_id = $1 AND round = $2 AND idx = $3 AND audit_of = $4`,
-        [...unit, o.id],
-      );
-      outcome = 'unit reissued';
-      effects.work = true;
-    } else {
-      // It confirmed someone else's result: that result needs another independent audit.
-      if (o.unit_status === 'done' && o.unit_result) {
-        await q.query(`UPDATE results SET status = 'pending' WHERE id = $1 AND status = 'accepted'`, [o.unit_result]);
-        await q.query(
-          `UPDATE units SET status = 'pending', result_id = NULL, audit_of = $4, audit_since = $5
-           WHERE job_id = $1 AND round = $2 AND idx = $3`,
-          [...unit, o.unit_result, now],
-        );
-        effects.work = true;
-      }
-      outcome = 're-audit of the result it confirmed';
-    }
-    await recordEvent(q, {
-      kind: 'reissue',
-      jobId: o.job_id,
-      round: o.round,
-      idx: o.idx,
-      account,
-      resultId: o.id,
-      outcome,
-      reason,
-      at: now,
-    });
   }
 
   /** Carries out what a committed transaction decided: revokes, forfeits, settled notices, new work, rounds. */
@@ -859,9 +650,9 @@ export class AuditCoordinator {
     this.flush(effects);
     try {
       const job = await getJobRow(db, jobId);
-      if (!job || job.status !== 'running' || job.round !== round) return;
+      if (job?.status !== 'running' || job.round !== round) return;
       const a = (await db.query<ResultRow>('SELECT * FROM results WHERE id = $1', [claimed.audit_of])).rows[0];
-      if (!a || a.status !== 'pending') {
+      if (a?.status !== 'pending') {
         await this.releaseClaim(jobId, round, idx, 0);
         return;
       }
@@ -891,7 +682,7 @@ export class AuditCoordinator {
         if (cur?.status !== 'verifying' || cur.audit_of !== a.id) return false;
         const reason = `the coordinator's own run of the unit differs by ${cmp.deltaDistance.toExponential(2)} (tolerance ${this.engine.tolerance(this.policy(job)).toExponential(1)})`;
         if (cmp.verdict === 'match') {
-          await this.finalizeValid(q, job, a, 'accepted');
+          await this.verdicts.finalizeValid(q, job, a, 'accepted');
           await q.query(
             `UPDATE units SET status = 'done', result_id = $4, audit_of = NULL, settle_claimed_at = NULL
              WHERE job_id = $1 AND round = $2 AND idx = $3`,
@@ -899,7 +690,7 @@ export class AuditCoordinator {
           );
           after.rounds.push({ jobId, round });
         } else {
-          await this.punish(
+          await this.verdicts.punish(
             q,
             { job, round, idx, account: a.account, leaseId: a.lease_id, resultId: a.id },
             reason,
@@ -912,7 +703,7 @@ export class AuditCoordinator {
           );
           after.work = true;
         }
-        await addCost(q, this.costKey(job, round, idx), { selfAuditSteps: inputs.spec.steps, audits: 1, settleMs: ms });
+        await addCost(q, costKey(job, round, idx), { selfAuditSteps: inputs.spec.steps, audits: 1, settleMs: ms });
         await recordEvent(q, {
           kind: 'self-audit',
           jobId,
@@ -933,84 +724,4 @@ export class AuditCoordinator {
       throw err;
     }
   }
-}
-
-interface OpenRow {
-  id: string;
-  lease_id: string;
-  job_id: string;
-  round: number;
-  idx: number;
-  status: string;
-  job_round: number;
-  job_status: string;
-  unit_status: string;
-  audit_of: string | null;
-  unit_result: string | null;
-}
-
-function checkpointsOf(r: ResultRow): string[] {
-  return typeof r.checkpoints === 'string' ? (JSON.parse(r.checkpoints) as string[]) : r.checkpoints;
-}
-
-function clip(s: string, n = 480): string {
-  return s.length > n ? `${s.slice(0, n - 1)}…` : s;
-}
-
-/** A reveal failed because this coordinator is shutting down: not a party's fault, so no ruling. */
-function shutdownFault(s: AuditSettlement): boolean {
-  const faults = [
-    ...(s.dispute?.faults ?? []),
-    ...Object.values(s.spotChecks).flatMap((c) => (c?.fault ? [c.fault] : [])),
-  ];
-  return faults.some((f) => f.reason.includes(new RevealShutdown().message));
-}
-
-function settlementOutcome(s: AuditSettlement): string {
-  const v = `${s.verdicts.a}/${s.verdicts.b}`;
-  if (!s.dispute) return `${s.compare.verdict} (${v})`;
-  return `dispute ${s.dispute.outcome} by ${s.dispute.by} (${v})`;
-}
-
-/** A JSON-safe account of a settlement (no weights), for verification_events.detail. */
-function describeSettlement(s: AuditSettlement, parties: Record<PartyId, ResultRow>): object {
-  const who = (id: PartyId) => ({
-    account: parties[id].account,
-    resultId: parties[id].id,
-    backend: parties[id].backend,
-    verdict: s.verdicts[id],
-    reason: s.reasons[id] ?? null,
-  });
-  return {
-    parties: { a: who('a'), b: who('b') },
-    compare: s.compare,
-    spotChecks: Object.fromEntries(
-      Object.entries(s.spotChecks).map(([id, c]) => [
-        id,
-        c && {
-          ok: c.ok,
-          segment: c.segment ?? null,
-          distance: c.distance ?? null,
-          reason: c.reason,
-          refereeSteps: c.refereeSteps,
-          reveals: c.reveals,
-          fault: c.fault ?? null,
-        },
-      ]),
-    ),
-    dispute: s.dispute
-      ? {
-          outcome: s.dispute.outcome,
-          by: s.dispute.by,
-          losers: s.dispute.losers.map((id) => parties[id].account),
-          reason: s.dispute.reason,
-          segment: s.dispute.segment ?? null,
-          faults: s.dispute.faults,
-          refereeSteps: s.dispute.refereeSteps,
-          reveals: s.dispute.reveals,
-        }
-      : null,
-    refereeSteps: s.refereeSteps,
-    reveals: s.reveals,
-  };
 }
