@@ -1,4 +1,5 @@
 import type { ApiError, DatasetView, JobSpec, JobView } from './job-spec.js';
+import type { MarketView } from './market-api.js';
 
 /**
  * A small typed client of the coordinator's requester REST API (/api/v1), for the dashboard and for requesters'
@@ -70,6 +71,8 @@ export interface SwarmgradClient {
   signIn(message: string, signature: string): Promise<{ token: string; address: string; expiresAt: number }>;
   /** The OpenAPI document of the REST API. */
   openapi(): Promise<Record<string, unknown>>;
+  /** The marketplace (public): active offers, their price distribution and the network's capacity. */
+  market(): Promise<MarketView>;
 }
 
 export function createClient(opts: ClientOptions): SwarmgradClient {
@@ -142,6 +145,7 @@ export function createClient(opts: ClientOptions): SwarmgradClient {
         'application/json',
       ),
     openapi: () => request<Record<string, unknown>>('GET', '/openapi.json'),
+    market: () => request<MarketView>('GET', '/market'),
   };
 }
 
