@@ -4,6 +4,7 @@ import swaggerUi from '@fastify/swagger-ui';
 import Fastify, { type FastifyInstance } from 'fastify';
 import type { Address } from '../shared/identity/address.js';
 import { Accounts, accountsMigrations } from './accounts/index.js';
+import { accountLinkApi } from './api/account-link.js';
 import { accountsApi } from './api/accounts.js';
 import { authApi, BEARER, RequestAuth, workerGatewayAuth } from './api/auth.js';
 import { blobsApi } from './api/blobs.js';
@@ -180,6 +181,7 @@ export async function startCoordinator(overrides: Partial<CoordinatorConfig> = {
       verifyingContract: config.payoutContract,
     },
   });
+  await app.register(accountLinkApi, { accounts, ledger });
   await app.register(marketApi, {
     db,
     offers,

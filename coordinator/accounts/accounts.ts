@@ -1,3 +1,4 @@
+import { type AccountLinkResult, verifyAccountLink } from '../../shared/identity/account-link.js';
 import { type Address, isAddress, normalizeAddress } from '../../shared/identity/address.js';
 import { type SiweErrorCode, type SiweResult, verifySiwe } from '../../shared/identity/siwe.js';
 import type { Db } from '../store/db.js';
@@ -61,6 +62,8 @@ export class AccountsError extends Error {
 }
 
 type NonceVerdict = 'ok' | 'used' | 'unknown' | 'expired';
+/** Nonces of one purpose never answer for another: a sign-in nonce cannot carry a link, nor the reverse. */
+type NoncePurpose = 'siwe' | 'worker' | 'link';
 
 /** Who may mint credit with the faucet: anyone in dev mode, otherwise only a request carrying an admin key. */
 export function faucetAllowed(opts: { devMode: boolean; isAdmin: boolean }): boolean {
@@ -116,6 +119,31 @@ export class Accounts {
   async issueWorkerChallenge(): Promise<{ challenge: string; expiresAt: number; domain: string; chainId: number }> {
     const { nonce, expiresAt } = await this.insertNonce('worker', this.challengeTtlMs);
     return { challenge: nonce, expiresAt, domain: this.opts.domain, chainId: this.chainId };
+  }
+
+  /** A fresh account-link nonce (GET /api/v1/accounts/link-nonce); valid as long as a sign-in nonce. */
+  async issueLinkNonce(): Promise<{ nonce: string; expiresAt: number }> {
+    return this.insertNonce('link', this.nonceTtlMs);
+  }
+
+  /**
+   * Checks a signed account-link message (shared/identity/account-link.ts): this domain, chain and URI, within
+   * its time window, From's and To's personal_sign signatures, and finally a link nonce, consumed once.
+   */
+  async verifyAccountLink(input: {
+    message: string;
+    localSignature: string;
+    walletSignature: string;
+  }): Promise<AccountLinkResult> {
+    return verifyAccountLink({
+      ...input,
+      expectedDomain: this.opts.domain,
+      expectedChainId: this.chainId,
+      expectedUri: this.opts.uri,
+      now: this.now(),
+      maxAgeMs: this.nonceTtlMs + 60_000,
+      nonceCheck: (nonce, msg) => this.consumeNonce(nonce, 'link', msg.from),
+    });
   }
 
   /** Verifies a signed SIWE message, consumes its nonce and opens a session. */
@@ -286,7 +314,7 @@ export class Accounts {
     return normalizeAddress(value);
   }
 
-  private async insertNonce(purpose: 'siwe' | 'worker', ttlMs: number): Promise<{ nonce: string; expiresAt: number }> {
+  private async insertNonce(purpose: NoncePurpose, ttlMs: number): Promise<{ nonce: string; expiresAt: number }> {
     const nonce = newNonce();
     const now = this.now();
     const expiresAt = now + ttlMs;
@@ -321,7 +349,7 @@ export class Accounts {
     });
   }
 
-  private async consumeNonce(nonce: string, purpose: 'siwe' | 'worker', by: string): Promise<NonceVerdict> {
+  private async consumeNonce(nonce: string, purpose: NoncePurpose, by: string): Promise<NonceVerdict> {
     const now = this.now();
     const r = await this.db.query(
       `UPDATE auth_nonces SET used_at = $3, used_by = $4

@@ -41,4 +41,12 @@ CREATE TABLE api_keys (
 CREATE INDEX api_keys_address ON api_keys (address)
 `,
   },
+  {
+    // Account links (POST /api/v1/accounts/link) carry a nonce of their own purpose.
+    id: '0210_link_nonces',
+    sql: `
+ALTER TABLE auth_nonces DROP CONSTRAINT auth_nonces_purpose_check;
+ALTER TABLE auth_nonces ADD CONSTRAINT auth_nonces_purpose_check CHECK (purpose IN ('siwe', 'worker', 'link'))
+`,
+  },
 ];

@@ -115,11 +115,12 @@ export async function accountsApi(app: FastifyInstance, opts: AccountsApiOptions
     async (req) => {
       const address = addressParam((req.params as { address: string }).address);
       const { limit, cursor } = pageOf(req.query);
-      const [balances, history, trust, reliability] = await Promise.all([
+      const [balances, history, trust, reliability, links] = await Promise.all([
         ledger.balances(address),
         ledger.history(address, { limit, cursor }).catch(ledgerError),
         readTrust(db, address),
         reliabilityOf(db, address, opts.reliabilityMinLeases),
+        ledger.links(address),
       ]);
       const { address: _a, ...byKind } = balances;
       return {
@@ -132,6 +133,7 @@ export async function accountsApi(app: FastifyInstance, opts: AccountsApiOptions
           items: history.items.map((h) => ({ ...h, receipt: receiptPath(h.eventKey) })),
           nextCursor: history.nextCursor,
         },
+        ...links,
       };
     },
   );

@@ -79,3 +79,17 @@ export class LedgerInvariantError extends LedgerError {
     super('ledger_invariant', 500, message);
   }
 }
+
+/**
+ * An account link that cannot be made: `already_linked` (From is linked to another wallet), `link_chain` (To is
+ * itself linked on, or From already receives other links: links never form chains).
+ */
+export class LinkConflict extends LedgerError {
+  constructor(
+    code: 'already_linked' | 'link_chain',
+    message: string,
+    readonly field: 'from' | 'to',
+  ) {
+    super(code, 409, message, { field });
+  }
+}

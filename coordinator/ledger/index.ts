@@ -3,6 +3,7 @@ export * from './account-ids.js';
 export { CreditBatcher, type CreditBatcherOptions } from './credit-batcher.js';
 export * from './errors.js';
 export type {
+  AccountLinks,
   Balances,
   Credit,
   CreditRejectCode,
@@ -11,10 +12,19 @@ export type {
   ForfeitResult,
   HistoryItem,
   IntegrityReport,
+  LinkInput,
+  LinkResult,
   PostingResult,
   RefundResult,
 } from './ledger.js';
-export { type CreditOutcome, type CreditUnitInput, checkCreditInput, Ledger, type LedgerOptions } from './ledger.js';
+export {
+  type CreditOutcome,
+  type CreditUnitInput,
+  checkCreditInput,
+  Ledger,
+  type LedgerOptions,
+  linkEventKey,
+} from './ledger.js';
 export { ledgerMigrations } from './migrations.js';
 export type { Posting } from './postings.js';
 export { MICRO_PER_CREDIT, unitPrice } from './price.js';

@@ -18,6 +18,7 @@ import {
   JobOwnerMismatch,
   LedgerError,
   LedgerInvariantError,
+  LinkConflict,
   UnknownJob,
 } from './errors.js';
 import {
@@ -62,6 +63,8 @@ export interface Credit {
   resultId: string;
   jobId: string;
   worker: Address;
+  /** The account whose pending / vested balance holds the credit: the worker, or the wallet it is linked to. */
+  payee: Address;
   amount: number;
   vestAt: number;
   status: CreditStatus;
@@ -123,18 +126,75 @@ export interface IntegrityReport {
   creditDrift: { accountId: string; balance: number; credits: number }[];
 }
 
+export interface LinkInput {
+  /** The account whose credit moves (a browser's local key). */
+  from: string;
+  /** The account that receives it (a wallet). */
+  to: string;
+  /** The signed link message and both signatures, kept with the link for audits. */
+  proof?: { message: string; localSignature: string; walletSignature: string };
+}
+
+export interface LinkResult extends PostingResult {
+  from: Address;
+  to: Address;
+  /** Pending credit moved to the wallet (its credits now vest there). */
+  pendingMoved: number;
+  /** Vested credit moved to the wallet. */
+  vestedMoved: number;
+  /** Vested credit left with `from` because a payout statement already promised it to `from`. */
+  vestedKept: number;
+  linkedAt: number;
+}
+
+export interface AccountLinks {
+  /** The wallet this account's credit goes to, when it was linked. */
+  linkedTo: { address: Address; eventKey: string; linkedAt: number } | null;
+  /** Accounts linked to this one. */
+  linkedFrom: { address: Address; eventKey: string; linkedAt: number }[];
+}
+
+/** The event key of the link of `from`: an account is linked at most once. */
+export const linkEventKey = (from: string): string => `link:${from}`;
+
+/** Link targets of workers that have one (worker -> wallet). */
+async function payeesOf(q: Queryable, workers: string[]): Promise<Map<Address, Address>> {
+  if (workers.length === 0) return new Map();
+  const r = await q.query<{ local: Address; wallet: Address }>(
+    'SELECT local, wallet FROM ledger_links WHERE local = ANY($1::text[])',
+    [workers],
+  );
+  return new Map(r.rows.map((row) => [row.local, row.wallet]));
+}
+
+function toLinkResult(row: Record<string, unknown>, postings: Posting[], created: boolean): LinkResult {
+  return {
+    eventKey: String(row.event_key),
+    created,
+    postings,
+    from: row.local as Address,
+    to: row.wallet as Address,
+    pendingMoved: Number(row.pending_moved),
+    vestedMoved: Number(row.vested_moved),
+    vestedKept: Number(row.vested_kept),
+    linkedAt: Number(row.created_at),
+  };
+}
+
 export interface LedgerOptions {
   /** Clock for created_at and credit timestamps (unix ms); tests pass their own. */
   now?: () => number;
 }
 
-const CREDIT_COLUMNS = 'result_id, job_id, worker, amount, vest_at, status, credited_at, settled_at, settle_event';
+const CREDIT_COLUMNS =
+  'result_id, job_id, worker, payee, amount, vest_at, status, credited_at, settled_at, settle_event';
 
 function toCredit(row: Record<string, unknown>): Credit {
   return {
     resultId: String(row.result_id),
     jobId: String(row.job_id),
     worker: row.worker as Address,
+    payee: row.payee as Address,
     amount: Number(row.amount),
     vestAt: Number(row.vest_at),
     status: row.status as CreditStatus,
@@ -305,6 +365,10 @@ export class Ledger {
         [jobIds],
       );
       const jobById = new Map(jobs.rows.map((r) => [r.job_id, { ...r, balance: Number(r.balance) }]));
+      // A worker linked to a wallet is paid into the wallet's accounts (a link committed after this read is caught
+      // at vesting, which resolves the link again).
+      const payees = await payeesOf(q, [...new Set(unique.map((it) => it.worker))]);
+      const payeeOf = (worker: Address) => payees.get(worker) ?? worker;
       const events: EventRecord[] = unique.map((it) => ({
         eventKey: `credit:${it.resultId}`,
         kind: 'credit',
@@ -374,13 +438,15 @@ export class Ledger {
       }
       if (accepted.length > 0) {
         sideWrites.push({
-          sql: `INSERT INTO ledger_credits (result_id, job_id, worker, amount, vest_at, status, credited_at)
-                SELECT r, j, w, a, v, 'pending', $6::bigint
-                FROM unnest($1::text[], $2::text[], $3::text[], $4::bigint[], $5::bigint[]) AS u(r, j, w, a, v)`,
+          sql: `INSERT INTO ledger_credits (result_id, job_id, worker, payee, amount, vest_at, status, credited_at)
+                SELECT r, j, w, p, a, v, 'pending', $7::bigint
+                FROM unnest($1::text[], $2::text[], $3::text[], $4::text[], $5::bigint[], $6::bigint[])
+                  AS u(r, j, w, p, a, v)`,
           params: [
             accepted.map((it) => it.resultId),
             accepted.map((it) => it.jobId),
             accepted.map((it) => it.worker),
+            accepted.map((it) => payeeOf(it.worker)),
             accepted.map((it) => it.price),
             accepted.map((it) => it.vestAt),
             now,
@@ -393,7 +459,7 @@ export class Ledger {
           eventKey: `credit:${it.resultId}`,
           lines: [
             { account: jobEscrow(it.jobId, jobById.get(it.jobId)!.requester), amount: -it.price },
-            { account: workerPending(it.worker), amount: it.price },
+            { account: workerPending(payeeOf(it.worker)), amount: it.price },
           ],
         })),
         now,
@@ -409,6 +475,7 @@ export class Ledger {
               resultId: it.resultId,
               jobId: it.jobId,
               worker: it.worker,
+              payee: payeeOf(it.worker),
               amount: it.price,
               vestAt: it.vestAt,
               status: 'pending',
@@ -448,14 +515,31 @@ export class Ledger {
     const limit = opts.limit ?? 10_000;
     return withRetry(this.db, async (q) => {
       const at = this.now();
-      const r = await q.query<{ result_id: string; worker: string; amount: number; job_id: string }>(
-        `UPDATE ledger_credits SET status = 'vested', settled_at = $2, settle_event = 'vest:' || result_id
-         WHERE result_id IN (
-           SELECT result_id FROM ledger_credits WHERE status = 'pending' AND vest_at <= $1
-           ORDER BY result_id LIMIT $3 FOR UPDATE SKIP LOCKED)
-         AND status = 'pending'
-         RETURNING result_id, worker, amount, job_id`,
-        [now, at, limit],
+      // Lock the due credits first; the update below is a later statement, so it sees every link and payee change
+      // committed before the locks were granted (a link locks a credit before it moves it).
+      const due = await q.query<{ result_id: string }>(
+        `SELECT result_id FROM ledger_credits WHERE status = 'pending' AND vest_at <= $1
+         ORDER BY result_id LIMIT $2 FOR UPDATE SKIP LOCKED`,
+        [now, limit],
+      );
+      if (due.rows.length === 0) return { vested: 0, amount: 0 };
+      // A credit vests into the payee's link target when the payee was linked after the credit was posted.
+      const r = await q.query<{
+        result_id: string;
+        worker: string;
+        amount: number;
+        job_id: string;
+        from_payee: Address;
+        to_payee: Address;
+      }>(
+        `UPDATE ledger_credits c SET status = 'vested', settled_at = $2, settle_event = 'vest:' || c.result_id,
+           payee = m.to_payee
+         FROM (SELECT lc.result_id, lc.payee AS from_payee, COALESCE(l.wallet, lc.payee) AS to_payee
+               FROM ledger_credits lc LEFT JOIN ledger_links l ON l.local = lc.payee
+               WHERE lc.result_id = ANY($1::text[])) m
+         WHERE c.result_id = m.result_id AND c.status = 'pending'
+         RETURNING c.result_id, c.worker, c.amount, c.job_id, m.from_payee, m.to_payee`,
+        [due.rows.map((row) => row.result_id), at],
       );
       if (r.rows.length === 0) return { vested: 0, amount: 0 };
       const credits = r.rows.map((row) => ({ ...row, amount: Number(row.amount) }));
@@ -465,8 +549,8 @@ export class Ledger {
         credits.map((c) => ({
           eventKey: `vest:${c.result_id}`,
           lines: [
-            { account: workerPending(c.worker), amount: -c.amount },
-            { account: workerVested(c.worker), amount: c.amount },
+            { account: workerPending(c.from_payee), amount: -c.amount },
+            { account: workerVested(c.to_payee), amount: c.amount },
           ],
         })),
         at,
@@ -513,8 +597,8 @@ export class Ledger {
     let summary = { forfeited: 0, amount: 0, fee: 0 };
     const result = await this.postOnce(event, async (q, now) => {
       summary = { forfeited: 0, amount: 0, fee: 0 };
-      const credits = await q.query<{ result_id: string; job_id: string; amount: number }>(
-        `SELECT result_id, job_id, amount FROM ledger_credits
+      const credits = await q.query<{ result_id: string; job_id: string; amount: number; payee: Address }>(
+        `SELECT result_id, job_id, amount, payee FROM ledger_credits
          WHERE worker = $1 AND status = 'pending' AND ($2::text IS NULL OR job_id = $2)
          ORDER BY result_id FOR UPDATE`,
         [worker, input.jobId ?? null],
@@ -526,7 +610,12 @@ export class Ledger {
         [credits.rows.map((c) => c.result_id), now, input.eventKey],
       );
       const perJob = new Map<string, number>();
-      for (const c of credits.rows) perJob.set(c.job_id, (perJob.get(c.job_id) ?? 0) + Number(c.amount));
+      // Forfeits follow the worker that did the work; the money leaves whichever pending account holds it.
+      const perPayee = new Map<Address, number>();
+      for (const c of credits.rows) {
+        perJob.set(c.job_id, (perJob.get(c.job_id) ?? 0) + Number(c.amount));
+        perPayee.set(c.payee, (perPayee.get(c.payee) ?? 0) + Number(c.amount));
+      }
       // FOR SHARE: a concurrent refund (FOR UPDATE) of one of these jobs waits, so money never lands in an escrow
       // that was just emptied and closed.
       const jobs = await q.query<{ job_id: string; requester: string; status: string }>(
@@ -545,20 +634,173 @@ export class Ledger {
         lines.push({ account: back, amount: amount - fee });
       }
       if (jobs.rows.length !== perJob.size) throw new LedgerInvariantError('a credit refers to a job without escrow');
-      lines.push({ account: workerPending(worker), amount: -total }, { account: TREASURY, amount: fees });
+      for (const [payee, amount] of perPayee) lines.push({ account: workerPending(payee), amount: -amount });
+      lines.push({ account: TREASURY, amount: fees });
       summary = { forfeited: credits.rows.length, amount: total, fee: fees };
       return lines;
     });
     if (!result.created) {
-      const pendingOut = result.postings.find((p) => p.kind === 'pending');
+      const pendingOut = result.postings
+        .filter((p) => p.kind === 'pending')
+        .reduce((sum, p) => sum + p.amount, 0 as number);
       const fee = result.postings.find((p) => p.kind === 'treasury');
       const count = await this.db.query<{ n: number }>(
         'SELECT count(*)::int AS n FROM ledger_credits WHERE settle_event = $1',
         [input.eventKey],
       );
-      summary = { forfeited: Number(count.rows[0].n), amount: 0 - (pendingOut?.amount ?? 0), fee: fee?.amount ?? 0 };
+      summary = { forfeited: Number(count.rows[0].n), amount: 0 - pendingOut, fee: fee?.amount ?? 0 };
     }
     return { ...result, ...summary };
+  }
+
+  /**
+   * Links `from` (a local key) to `to` (a wallet), once and for good, in one transaction under the event key
+   * `link:<from>`: from's pending credits move to to's pending account (their payee becomes `to`, so they vest
+   * there and are still forfeited if `from` loses a dispute), from's vested balance moves to to's vested account
+   * except what a payout statement already promised to `from`, and every later credit earned by `from` is paid to
+   * `to`. The same link again is a no-op (created: false); another wallet, or a chain (to already linked on, or
+   * from already a link target), is a LinkConflict (409).
+   */
+  async linkAccounts(input: LinkInput): Promise<LinkResult> {
+    const from = address('from', input.from);
+    const to = address('to', input.to);
+    if (from === to) throw new InvalidArgument('to', 'must differ from from');
+    const eventKey = linkEventKey(from);
+    const event: EventRecord = { eventKey, kind: 'link', fingerprint: JSON.stringify([from, to]), memo: `to ${to}` };
+    return withRetry(this.db, async (q) => {
+      const now = this.now();
+      const fresh = await insertEvents(q, [event], now);
+      if (!fresh.has(eventKey)) {
+        const existing = await q.query('SELECT * FROM ledger_links WHERE local = $1', [from]);
+        const row = existing.rows[0];
+        if (!row) throw new LedgerInvariantError(`event ${eventKey} without its link row`);
+        if (row.wallet !== to) {
+          throw new LinkConflict('already_linked', `${from} is already linked to ${String(row.wallet)}`, 'from');
+        }
+        await assertSameEvents(q, [event]);
+        return toLinkResult(row, (await postingsFor(q, [eventKey])).get(eventKey) ?? [], false);
+      }
+      // Lock order as in vestDue / forfeitUnvested: credits first, then balances (in id order). The balance locks
+      // also serialise links that share an address, so the chain checks below see each other.
+      const credits = await q.query<{ result_id: string; amount: number }>(
+        `SELECT result_id, amount FROM ledger_credits WHERE payee = $1 AND status = 'pending'
+         ORDER BY result_id FOR UPDATE`,
+        [from],
+      );
+      const accounts = [workerPending(from), workerPending(to), workerVested(from), workerVested(to)].sort((a, b) =>
+        a.id < b.id ? -1 : 1,
+      );
+      await ensureAccounts(q, accounts);
+      const balances = await lockBalances(
+        q,
+        accounts.map((a) => a.id),
+      );
+      const onward = await q.query<{ wallet: string }>('SELECT wallet FROM ledger_links WHERE local = $1', [to]);
+      if (onward.rows.length > 0) {
+        throw new LinkConflict(
+          'link_chain',
+          `${to} is itself linked to ${onward.rows[0].wallet}: link to that wallet instead`,
+          'to',
+        );
+      }
+      const inward = await q.query<{ local: string }>('SELECT local FROM ledger_links WHERE wallet = $1 LIMIT 1', [
+        from,
+      ]);
+      if (inward.rows.length > 0) {
+        throw new LinkConflict('link_chain', `${from} receives the credit of ${inward.rows[0].local}`, 'from');
+      }
+      // The credits locked above, not the balance: a credit committed after that lock stays with `from` and moves
+      // when it vests (vestDue resolves the link).
+      const pendingMoved = credits.rows.reduce((sum, c) => sum + Number(c.amount), 0);
+      const kept = await q.query<{ v: number }>(
+        'SELECT COALESCE(MAX(vested), 0)::bigint AS v FROM ledger_statements WHERE account = $1',
+        [from],
+      );
+      const vestedBalance = balances.get(workerVested(from).id) ?? 0;
+      const vestedKept = Math.min(Number(kept.rows[0].v), vestedBalance);
+      const vestedMoved = vestedBalance - vestedKept;
+      if (pendingMoved > (balances.get(workerPending(from).id) ?? 0)) {
+        throw new LedgerInvariantError(`pending credits of ${from} exceed its pending balance`);
+      }
+      const sideWrites: SideWrite[] = [
+        {
+          sql: `INSERT INTO ledger_links (local, wallet, event_key, pending_moved, vested_moved, vested_kept, message,
+                                          local_signature, wallet_signature, created_at)
+                VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10::bigint)`,
+          params: [
+            from,
+            to,
+            eventKey,
+            pendingMoved,
+            vestedMoved,
+            vestedKept,
+            input.proof?.message ?? null,
+            input.proof?.localSignature ?? null,
+            input.proof?.walletSignature ?? null,
+            now,
+          ],
+        },
+      ];
+      if (credits.rows.length > 0) {
+        sideWrites.push({
+          sql: 'UPDATE ledger_credits SET payee = $2 WHERE result_id = ANY($1::text[])',
+          params: [credits.rows.map((c) => c.result_id), to],
+        });
+      }
+      const postings = await applyPostings(
+        q,
+        [
+          {
+            eventKey,
+            lines: [
+              { account: workerPending(from), amount: -pendingMoved },
+              { account: workerPending(to), amount: pendingMoved },
+              { account: workerVested(from), amount: -vestedMoved },
+              { account: workerVested(to), amount: vestedMoved },
+            ],
+          },
+        ],
+        now,
+        sideWrites,
+      );
+      return {
+        eventKey,
+        created: true,
+        postings,
+        from,
+        to,
+        pendingMoved,
+        vestedMoved,
+        vestedKept,
+        linkedAt: now,
+      };
+    });
+  }
+
+  /** The link of `from`, or null. */
+  async link(from: string): Promise<LinkResult | null> {
+    const who = address('from', from);
+    const r = await this.db.query('SELECT * FROM ledger_links WHERE local = $1', [who]);
+    if (r.rows.length === 0) return null;
+    const key = String(r.rows[0].event_key);
+    return toLinkResult(r.rows[0], (await postingsFor(this.db, [key])).get(key) ?? [], false);
+  }
+
+  /** Where an account's credit goes (linkedTo) and which accounts send theirs here (linkedFrom). */
+  async links(addr: string): Promise<AccountLinks> {
+    const who = address('address', addr);
+    const r = await this.db.query<{ local: Address; wallet: Address; event_key: string; created_at: number }>(
+      `SELECT local, wallet, event_key, created_at FROM ledger_links WHERE local = $1 OR wallet = $1
+       ORDER BY created_at, local`,
+      [who],
+    );
+    const out: AccountLinks = { linkedTo: null, linkedFrom: [] };
+    for (const row of r.rows) {
+      const ref = { eventKey: row.event_key, linkedAt: Number(row.created_at) };
+      if (row.local === who) out.linkedTo = { address: row.wallet, ...ref };
+      else out.linkedFrom.push({ address: row.local, ...ref });
+    }
+    return out;
   }
 
   /** Cancel or finish: closes the job and returns its unspent escrow to the requester's available balance. */
@@ -706,11 +948,19 @@ export class Ledger {
     const negative = await this.db.query<{ id: string; balance: number }>(
       `SELECT id, balance FROM ledger_accounts WHERE kind <> 'issuance' AND balance < 0`,
     );
+    // Pending / vested balances = the credits they hold (by payee), plus vested credit moved in by account links,
+    // minus vested credit moved out.
     const creditDrift = await this.db.query<{ id: string; balance: number; credits: number }>(
-      `SELECT a.id, a.balance, COALESCE(c.total, 0)::bigint AS credits FROM ledger_accounts a
-       LEFT JOIN (SELECT worker, status, SUM(amount) AS total FROM ledger_credits GROUP BY worker, status) c
-         ON a.owner = c.worker AND c.status = a.kind
-       WHERE a.kind IN ('pending', 'vested') AND a.balance <> COALESCE(c.total, 0)`,
+      `SELECT a.id, a.balance, (COALESCE(c.total, 0) + CASE WHEN a.kind = 'vested'
+                THEN COALESCE(li.moved, 0) - COALESCE(lo.moved, 0) ELSE 0 END)::bigint AS credits
+       FROM ledger_accounts a
+       LEFT JOIN (SELECT payee, status, SUM(amount) AS total FROM ledger_credits GROUP BY payee, status) c
+         ON a.owner = c.payee AND c.status = a.kind
+       LEFT JOIN (SELECT wallet, SUM(vested_moved) AS moved FROM ledger_links GROUP BY wallet) li ON li.wallet = a.owner
+       LEFT JOIN (SELECT local, SUM(vested_moved) AS moved FROM ledger_links GROUP BY local) lo ON lo.local = a.owner
+       WHERE a.kind IN ('pending', 'vested')
+         AND a.balance <> COALESCE(c.total, 0) + CASE WHEN a.kind = 'vested'
+                THEN COALESCE(li.moved, 0) - COALESCE(lo.moved, 0) ELSE 0 END`,
     );
     const entriesSum = Number(sums.rows[0].e);
     const balancesSum = Number(sums.rows[0].b);
@@ -735,12 +985,17 @@ export class Ledger {
     return report;
   }
 
-  /** Cumulative credit that reached `address`'s vested account (the payout statement's `vested`). */
+  /**
+   * Cumulative credit that reached `address`'s vested account (the payout statement's `vested`), less what an
+   * account link moved on to a wallet: that part is the wallet's to be paid. It never decreases, because a link
+   * leaves behind what earlier statements already promised (linkAccounts).
+   */
   async cumulativeVested(addr: string, q: Queryable = this.db): Promise<number> {
     const who = address('address', addr);
     const r = await q.query<{ s: number }>(
-      'SELECT COALESCE(SUM(amount), 0)::bigint AS s FROM ledger_entries WHERE account_id = $1 AND amount > 0',
-      [workerVested(who).id],
+      `SELECT ((SELECT COALESCE(SUM(amount), 0) FROM ledger_entries WHERE account_id = $1 AND amount > 0)
+             - (SELECT COALESCE(SUM(vested_moved), 0) FROM ledger_links WHERE local = $2))::bigint AS s`,
+      [workerVested(who).id, who],
     );
     return Number(r.rows[0].s);
   }

@@ -78,4 +78,30 @@ CREATE TABLE ledger_statements (
 )
 `,
   },
+  {
+    // Account links (docs/LEDGER.md): a credit's `payee` is the account whose pending / vested balances hold it,
+    // `worker` stays the account that did the work (forfeits and trust follow the worker).
+    id: '0110_ledger_links',
+    sql: `
+ALTER TABLE ledger_credits ADD COLUMN payee text;
+UPDATE ledger_credits SET payee = worker;
+ALTER TABLE ledger_credits ALTER COLUMN payee SET NOT NULL;
+CREATE INDEX ledger_credits_payee_pending ON ledger_credits (payee) WHERE status = 'pending';
+
+CREATE TABLE ledger_links (
+  local text PRIMARY KEY,
+  wallet text NOT NULL,
+  event_key text NOT NULL REFERENCES ledger_events (event_key),
+  pending_moved bigint NOT NULL,
+  vested_moved bigint NOT NULL,
+  vested_kept bigint NOT NULL,
+  message text,
+  local_signature text,
+  wallet_signature text,
+  created_at bigint NOT NULL,
+  CHECK (local <> wallet)
+);
+CREATE INDEX ledger_links_wallet ON ledger_links (wallet)
+`,
+  },
 ];

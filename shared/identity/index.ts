@@ -1,4 +1,5 @@
 /** Identity primitives shared by the browser, headless workers and the coordinator. */
+export * from './account-link.js';
 export * from './address.js';
 export * from './hex.js';
 export * from './payout-statement.js';

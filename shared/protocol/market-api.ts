@@ -1,4 +1,5 @@
 import { type Static, Type } from '@sinclair/typebox';
+import { LinkRef } from './account-link-api.js';
 
 /**
  * REST schemas of accounts, sign-in, credits and the marketplace (coordinator/api/{auth,accounts,market}.ts).
@@ -110,6 +111,9 @@ export const AccountView = Type.Object({
     items: Type.Array(HistoryItemView),
     nextCursor: Type.Union([Type.String(), Type.Null()]),
   }),
+  /** Account links (POST /api/v1/accounts/link): where this account's credit goes, and who sends theirs here. */
+  linkedTo: Type.Union([LinkRef, Type.Null()]),
+  linkedFrom: Type.Array(LinkRef),
 });
 export type AccountView = Static<typeof AccountView>;
 
