@@ -1,0 +1,65 @@
+import {
+  addressFromPrivateKey,
+  buildAccountLinkMessage,
+  type Hex,
+  personalSign,
+  toChecksumAddress,
+  utf8Hex,
+} from '../../shared/identity/index.js';
+import type { LinkNonceView, LinkView } from '../../shared/protocol/account-link-api.js';
+
+/**
+ * Linking the browser's local key to a real wallet (POST /api/v1/accounts/link, docs/LEDGER.md "Account links"):
+ * the local key and the wallet (an EIP-1193 provider such as window.ethereum) both personal_sign one message, and
+ * from then on the local key's credit, earned and to come, belongs to the wallet.
+ */
+export interface Eip1193Provider {
+  request(args: { method: string; params?: unknown[] }): Promise<unknown>;
+}
+
+/** The page's injected wallet, when there is one. */
+export function injectedWallet(): Eip1193Provider | null {
+  const eth = (globalThis as { ethereum?: Eip1193Provider }).ethereum;
+  return eth && typeof eth.request === 'function' ? eth : null;
+}
+
+/** Where the account's credit goes, when it was linked (GET /api/v1/accounts/:address). */
+export async function fetchLinkedWallet(origin: string, address: string): Promise<string | null> {
+  const res = await fetch(`${origin}/api/v1/accounts/${address}?limit=1`);
+  if (!res.ok) throw new Error(`account: HTTP ${res.status}`);
+  const body = (await res.json()) as { linkedTo?: { address: string } | null };
+  return body.linkedTo?.address ?? null;
+}
+
+/** Asks the wallet for its account and both keys for their signatures, then links; returns the link. */
+export async function linkToWallet(origin: string, privateKey: Hex, wallet: Eip1193Provider): Promise<LinkView> {
+  const accounts = (await wallet.request({ method: 'eth_requestAccounts' })) as string[];
+  if (!Array.isArray(accounts) || typeof accounts[0] !== 'string') throw new Error('the wallet shared no account');
+  const to = toChecksumAddress(accounts[0]);
+  const from = addressFromPrivateKey(privateKey);
+  if (to === from) throw new Error('the wallet is this browser key itself');
+  const nres = await fetch(`${origin}/api/v1/accounts/link-nonce`);
+  if (!nres.ok) throw new Error(`link nonce: HTTP ${nres.status}`);
+  const n = (await nres.json()) as LinkNonceView;
+  const message = buildAccountLinkMessage({
+    domain: n.domain,
+    from,
+    to,
+    uri: n.uri,
+    chainId: n.chainId,
+    nonce: n.nonce,
+    issuedAt: new Date(),
+    // The nonce's own expiry bounds the message.
+    expirationTime: new Date(n.expiresAt),
+  });
+  // EIP-1193 personal_sign takes the message as hex-encoded UTF-8 and the signing address.
+  const walletSignature = (await wallet.request({ method: 'personal_sign', params: [utf8Hex(message), to] })) as string;
+  const res = await fetch(`${origin}/api/v1/accounts/link`, {
+    method: 'POST',
+    headers: { 'content-type': 'application/json' },
+    body: JSON.stringify({ message, localSignature: personalSign(message, privateKey), walletSignature }),
+  });
+  const body = (await res.json()) as LinkView & { message?: string };
+  if (!res.ok) throw new Error(body.message ?? `link: HTTP ${res.status}`);
+  return body;
+}
