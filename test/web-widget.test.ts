@@ -15,6 +15,7 @@ import {
   testStore,
 } from './helpers/cluster.js';
 import {
+  horizontalOverflow,
   launchChromium,
   openPage,
   screenshot,
@@ -163,6 +164,13 @@ describe('embed widget', () => {
     );
     expect(Number(rows[0].n)).toBeGreaterThanOrEqual(1);
     await screenshot(page, 'widget-after-consent');
+    // On a phone-width host page the card and its frame fit the viewport.
+    await page.setViewportSize({ width: 375, height: 800 });
+    expect(await horizontalOverflow(page)).toBeLessThanOrEqual(0);
+    const card = page.getByRole('region', { name: 'swarmgrad compute sharing' });
+    expect(await card.evaluate((el) => el.getBoundingClientRect().right)).toBeLessThanOrEqual(375);
+    await screenshot(page, 'widget-after-consent-375');
+    await page.setViewportSize({ width: 1280, height: 900 });
 
     await page.getByRole('button', { name: 'Stop' }).first().click();
     await page.getByText('Thank you. Nothing runs any more.').waitFor();
