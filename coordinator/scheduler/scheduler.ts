@@ -380,7 +380,7 @@ export class Scheduler extends EventEmitter {
     if (lease.account !== who.account) return reject('not_your_lease', 'this lease was issued to another account');
     if (lease.status === 'completed') return reject('duplicate', 'a result for this lease was already accepted');
     const job = await getJobRow(this.db, lease.job_id);
-    if (!job || job.status !== 'running') return reject('job_not_running', `the job is ${job?.status ?? 'gone'}`);
+    if (job?.status !== 'running') return reject('job_not_running', `the job is ${job?.status ?? 'gone'}`);
     if (job.round !== lease.round) return reject('unit_already_completed', 'the round of this unit is over');
     const unit = (
       await this.db.query<{ status: string }>(

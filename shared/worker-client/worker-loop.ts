@@ -372,7 +372,7 @@ export class WorkerLoop {
   private answerReveal(msg: RevealRequestMsg): void {
     const states = this.kept.get(msg.leaseId);
     const s = this.socket;
-    if (!s || s.readyState !== 1) return;
+    if (s?.readyState !== 1) return;
     if (!states || !(msg.index >= 0 && msg.index < states.length)) {
       const reason = states ? `index ${msg.index} out of range (${states.length} checkpoints)` : 'states not kept';
       this.sendJson({ type: 'reveal-error', requestId: msg.requestId, reason });
