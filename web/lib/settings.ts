@@ -1,4 +1,5 @@
 import { openAppDb } from './db.js';
+import type { BenchmarkResult } from './worker-protocol.js';
 
 /** The volunteer's polite-contribution controls, persisted in IndexedDB. */
 export interface VolunteerSettings {
@@ -75,7 +76,7 @@ export async function saveAccount(address: string): Promise<void> {
 
 export interface StoredBenchmark {
   at: number;
-  results: { backend: BackendName; examplesPerSecond: number; error?: string }[];
+  results: BenchmarkResult[];
   chosen: BackendName;
   /** The adapter it ran on: a different one (new GPU, new browser) makes the result stale. */
   adapter?: string;
