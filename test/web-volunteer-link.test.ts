@@ -74,7 +74,6 @@ describe('volunteer page: link the browser key to a wallet', () => {
     const bare = await newContext(false);
     await bare.page.getByRole('heading', { name: 'Wallet' }).waitFor();
     expect(await bare.page.getByRole('button', { name: 'Link to wallet' }).count()).toBe(0);
-    expect(await bare.page.getByText('With a wallet extension').count()).toBe(1);
 
     const { page, signed, errors } = await newContext(true);
     const local = await waitUntil('the local key', async () =>
@@ -122,5 +121,40 @@ describe('volunteer page: link the browser key to a wallet', () => {
     await screenshot(page, 'volunteer-linked-wallet-375');
     expect(errors).toEqual([]);
     expect((await c.ledger.checkIntegrity()).ok).toBe(true);
+  });
+
+  it('without an extension, links with a signature made elsewhere and pasted in', async () => {
+    const other = testIdentity('volunteer-paste-wallet');
+    const mallory = testIdentity('mallory');
+    const { page, errors } = await newContext(false);
+    const local = await waitUntil('the local key', async () =>
+      page.getByRole('textbox', { name: 'Wallet address credits go to' }).inputValue(),
+    );
+    await page.getByRole('button', { name: 'Link with a pasted signature' }).click();
+    await page.getByRole('textbox', { name: 'Address of the wallet to link' }).fill(other.address.toLowerCase());
+    await page.getByRole('button', { name: 'Prepare message' }).click();
+    const box = page.getByRole('textbox', { name: 'Message for the wallet to sign (personal_sign)' });
+    await box.waitFor();
+    const message = await box.inputValue();
+    expect(message).toContain(`From: ${local}`);
+    expect(message).toContain(`To: ${other.address}`);
+    expect(await unnamedControls(page)).toEqual([]);
+
+    // A signature by the wrong key is refused and said.
+    const signature = page.getByRole('textbox', { name: "The wallet's signature" });
+    await signature.fill(personalSign(message, mallory.privateKey));
+    await page.getByRole('button', { name: 'Link with this signature' }).click();
+    await page.getByRole('alert').waitFor();
+    expect(await page.getByRole('alert').textContent()).toMatch(/wrong_signer/);
+    expect(await c.ledger.link(local)).toBeNull();
+
+    // The same message signed by the wallet links (the refused attempt did not spend the nonce).
+    await signature.fill(personalSign(message, other.privateKey));
+    await page.getByRole('button', { name: 'Link with this signature' }).click();
+    await page.getByTestId('linked-wallet').waitFor({ timeout: 15_000 });
+    expect(await textOf(page, 'linked-wallet')).toContain(other.address);
+    expect((await c.ledger.link(local))?.to).toBe(other.address);
+    expect(await page.getByRole('button', { name: 'Link with a pasted signature' }).count()).toBe(0);
+    expect(errors).toEqual([]);
   });
 });

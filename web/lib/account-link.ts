@@ -31,20 +31,18 @@ export async function fetchLinkedWallet(origin: string, address: string): Promis
   return body.linkedTo?.address ?? null;
 }
 
-/** Asks the wallet for its account and both keys for their signatures, then links; returns the link. */
-export async function linkToWallet(origin: string, privateKey: Hex, wallet: Eip1193Provider): Promise<LinkView> {
-  const accounts = (await wallet.request({ method: 'eth_requestAccounts' })) as string[];
-  if (!Array.isArray(accounts) || typeof accounts[0] !== 'string') throw new Error('the wallet shared no account');
-  const to = toChecksumAddress(accounts[0]);
+/** The link message for `to`, over a fresh link nonce: what both keys sign. */
+export async function prepareLink(origin: string, privateKey: Hex, to: string): Promise<string> {
+  const wallet = toChecksumAddress(to);
   const from = addressFromPrivateKey(privateKey);
-  if (to === from) throw new Error('the wallet is this browser key itself');
+  if (wallet === from) throw new Error('the wallet is this browser key itself');
   const nres = await fetch(`${origin}/api/v1/accounts/link-nonce`);
   if (!nres.ok) throw new Error(`link nonce: HTTP ${nres.status}`);
   const n = (await nres.json()) as LinkNonceView;
-  const message = buildAccountLinkMessage({
+  return buildAccountLinkMessage({
     domain: n.domain,
     from,
-    to,
+    to: wallet,
     uri: n.uri,
     chainId: n.chainId,
     nonce: n.nonce,
@@ -52,8 +50,15 @@ export async function linkToWallet(origin: string, privateKey: Hex, wallet: Eip1
     // The nonce's own expiry bounds the message.
     expirationTime: new Date(n.expiresAt),
   });
-  // EIP-1193 personal_sign takes the message as hex-encoded UTF-8 and the signing address.
-  const walletSignature = (await wallet.request({ method: 'personal_sign', params: [utf8Hex(message), to] })) as string;
+}
+
+/** Signs `message` with the local key and posts it with the wallet's signature; returns the link. */
+export async function submitLink(
+  origin: string,
+  privateKey: Hex,
+  message: string,
+  walletSignature: string,
+): Promise<LinkView> {
   const res = await fetch(`${origin}/api/v1/accounts/link`, {
     method: 'POST',
     headers: { 'content-type': 'application/json' },
@@ -62,4 +67,15 @@ export async function linkToWallet(origin: string, privateKey: Hex, wallet: Eip1
   const body = (await res.json()) as LinkView & { message?: string };
   if (!res.ok) throw new Error(body.message ?? `link: HTTP ${res.status}`);
   return body;
+}
+
+/** Asks the wallet for its account and its signature, signs with the local key, then links; returns the link. */
+export async function linkToWallet(origin: string, privateKey: Hex, wallet: Eip1193Provider): Promise<LinkView> {
+  const accounts = (await wallet.request({ method: 'eth_requestAccounts' })) as string[];
+  if (!Array.isArray(accounts) || typeof accounts[0] !== 'string') throw new Error('the wallet shared no account');
+  const to = toChecksumAddress(accounts[0]);
+  const message = await prepareLink(origin, privateKey, to);
+  // EIP-1193 personal_sign takes the message as hex-encoded UTF-8 and the signing address.
+  const walletSignature = (await wallet.request({ method: 'personal_sign', params: [utf8Hex(message), to] })) as string;
+  return submitLink(origin, privateKey, message, walletSignature);
 }
