@@ -1,4 +1,3 @@
-import { join } from 'node:path';
 import swagger from '@fastify/swagger';
 import swaggerUi from '@fastify/swagger-ui';
 import Fastify, { type FastifyInstance } from 'fastify';
@@ -18,7 +17,7 @@ import { Credits, creditsMigrations, loadCoordinatorKey, toMicro } from './credi
 import { Ledger, ledgerMigrations } from './ledger/index.js';
 import { marketLeaseCondition, marketMigrations, marketWorkerRanking, Offers } from './market/index.js';
 import { Scheduler } from './scheduler/scheduler.js';
-import { BlobStore } from './store/blobs.js';
+import { type BlobStore, blobStoreFor } from './store/blobs.js';
 import { coreMigrations } from './store/core-migrations.js';
 import { DatasetRepo } from './store/datasets.js';
 import { type Db, openDb } from './store/db.js';
@@ -69,7 +68,8 @@ export async function startCoordinator(overrides: Partial<CoordinatorConfig> = {
   await initTfBackend();
   const db = await openDb({ databaseUrl: config.databaseUrl, dataDir: config.dataDir, schema: config.databaseSchema });
   await runMigrations(db, allMigrations());
-  const blobs = new BlobStore(join(config.dataDir, 'blobs'));
+  // Blobs live in PostgreSQL when the store is PostgreSQL, so replicas need no shared DATA_DIR (store/blobs.ts).
+  const blobs = blobStoreFor(db, config.dataDir);
   const datasets = new DatasetRepo(db, blobs);
   await datasets.ensureBuiltins();
 

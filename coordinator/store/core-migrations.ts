@@ -1,6 +1,6 @@
 import type { Migration } from './migrate.js';
 
-/** Core tables: datasets, jobs, the units of each round, leases, results, round metrics and connected workers. */
+/** Core tables: datasets, jobs, the units of each round, leases, results, round metrics, connected workers, blobs. */
 export const coreMigrations: Migration[] = [
   {
     id: '0001_core',
@@ -110,6 +110,18 @@ CREATE TABLE workers (
   connected_at bigint NOT NULL,
   last_seen bigint NOT NULL,
   disconnected_at bigint
+)`,
+  },
+  {
+    // Content-addressed blobs for replicas on one PostgreSQL (store/blobs.ts DbBlobStore). Created on PGlite too,
+    // so both stores keep one schema, but left empty there: PGlite keeps blobs as files.
+    id: '0010_blobs',
+    sql: `
+CREATE TABLE blobs (
+  hash text PRIMARY KEY,
+  bytes bytea NOT NULL,
+  size integer NOT NULL,
+  created_at bigint NOT NULL
 )`,
   },
 ];
