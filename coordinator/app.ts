@@ -22,6 +22,7 @@ import { coreMigrations } from './store/core-migrations.js';
 import { DatasetRepo } from './store/datasets.js';
 import { type Db, openDb } from './store/db.js';
 import { type Migration, runMigrations } from './store/migrate.js';
+import { relayReplicaEvents } from './store/replica-events.js';
 import { initTfBackend } from './tf-backend.js';
 import { verifyMigrations } from './verify/migrations.js';
 import { markForfeitDelivered, undeliveredForfeits } from './verify/store.js';
@@ -113,6 +114,18 @@ export async function startCoordinator(overrides: Partial<CoordinatorConfig> = {
       reliabilityMinLeases: config.reliabilityMinLeases,
     }),
   });
+  // Replicas on one PostgreSQL tell each other about new work and revoked leases (store/replica-events.ts).
+  const relay =
+    db.kind === 'postgres' && config.databaseUrl
+      ? await relayReplicaEvents({
+          db,
+          databaseUrl: config.databaseUrl,
+          schema: config.databaseSchema,
+          emitter: scheduler,
+          events: ['work', 'revoke'],
+          log,
+        })
+      : null;
   // A lost dispute (verification) forfeits the loser's unvested credit. Idempotent by the forfeit's event key; the
   // credit sweeper's forfeit source catches up on any event this process missed.
   scheduler.on('forfeit', (f: { eventKey: string; worker: string; reason: string }) => {
@@ -259,6 +272,8 @@ export async function startCoordinator(overrides: Partial<CoordinatorConfig> = {
       await app.close();
       while (sweeping) await new Promise((r) => setTimeout(r, 20));
       await scheduler.drain();
+      // After the gateway closed: its detached leases are new work the other replicas hear about.
+      await relay?.close();
       await credits.sweeper.stop();
       await db.close();
     },
