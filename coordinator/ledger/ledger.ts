@@ -515,14 +515,19 @@ export class Ledger {
     const limit = opts.limit ?? 10_000;
     return withRetry(this.db, async (q) => {
       const at = this.now();
-      // Lock the due credits first; the update below is a later statement, so it sees every link and payee change
-      // committed before the locks were granted (a link locks a credit before it moves it).
-      const due = await q.query<{ result_id: string }>(
-        `SELECT result_id FROM ledger_credits WHERE status = 'pending' AND vest_at <= $1
+      // Lock the due credits first, then their payees' pending balances. A link holds its local key's pending
+      // balance until it commits, and it never locks a credit posted after its own read, so the balance lock is what
+      // orders a vest after a concurrent link: the update below is a later statement and sees that link.
+      const due = await q.query<{ result_id: string; payee: Address }>(
+        `SELECT result_id, payee FROM ledger_credits WHERE status = 'pending' AND vest_at <= $1
          ORDER BY result_id LIMIT $2 FOR UPDATE SKIP LOCKED`,
         [now, limit],
       );
       if (due.rows.length === 0) return { vested: 0, amount: 0 };
+      await lockBalances(
+        q,
+        due.rows.map((row) => workerPending(row.payee).id),
+      );
       // A credit vests into the payee's link target when the payee was linked after the credit was posted.
       const r = await q.query<{
         result_id: string;
