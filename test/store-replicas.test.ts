@@ -175,14 +175,17 @@ describe('two replicas on one PostgreSQL', () => {
     }
   }, 300_000);
 
-  it('work made on A reaches an idle worker on B at once, and a lease revoked on A is revoked on B', async () => {
+  it('replicas start together; work made on A reaches an idle worker on B at once; a lease revoked on A is revoked on B', async () => {
     const store = testStore('postgres');
-    const a = await startTestCoordinator(store, { replicaId: 'replica-a' });
+    // Both start at once on a fresh schema: creating the schema and migrating must not race (it did, in the catalog).
     // B's idle workers would poll again only after a minute: anything sooner came through the relay.
-    const b = await startTestCoordinator(
-      { ...store, dataDir: mkdtempSync(join(tmpdir(), 'swarmgrad-')) },
-      { replicaId: 'replica-b', idleRetryMs: 60_000 },
-    );
+    const [a, b] = await Promise.all([
+      startTestCoordinator(store, { replicaId: 'replica-a' }),
+      startTestCoordinator(
+        { ...store, dataDir: mkdtempSync(join(tmpdir(), 'swarmgrad-')) },
+        { replicaId: 'replica-b', idleRetryMs: 60_000 },
+      ),
+    ]);
     const w = await signedWorker(b.url, 'relay-worker');
     try {
       w.send({ type: 'request' });

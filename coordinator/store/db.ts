@@ -102,7 +102,11 @@ async function openPostgres(url: string, schema?: string): Promise<Db> {
     const admin = new pg.Client({ connectionString: url });
     await admin.connect();
     try {
+      // Replicas starting together would otherwise race in the catalog (duplicate pg_namespace entry).
+      await admin.query('BEGIN');
+      await admin.query('SELECT pg_advisory_xact_lock(7349200)');
       await admin.query(`CREATE SCHEMA IF NOT EXISTS ${schema}`);
+      await admin.query('COMMIT');
     } finally {
       await admin.end();
     }

@@ -6,19 +6,26 @@ export interface Migration {
   sql: string;
 }
 
+/** Advisory lock key held while migrating (database-wide: replicas in other schemas wait too, briefly). */
+const MIGRATION_LOCK = 7349201;
+
 /**
  * Applies pending migrations inside one transaction each. An advisory lock makes concurrent replicas starting on
  * one PostgreSQL wait for each other instead of racing to create the same tables.
  */
 export async function runMigrations(db: Db, migrations: Migration[]): Promise<string[]> {
-  await db.exec(
-    'CREATE TABLE IF NOT EXISTS schema_migrations (id text PRIMARY KEY, applied_at timestamptz NOT NULL DEFAULT now())',
-  );
+  // Under the same lock: concurrent CREATE TABLE IF NOT EXISTS can still collide in the catalog (duplicate pg_type).
+  await db.tx(async (q) => {
+    await q.query(`SELECT pg_advisory_xact_lock(${MIGRATION_LOCK})`);
+    await q.query(
+      'CREATE TABLE IF NOT EXISTS schema_migrations (id text PRIMARY KEY, applied_at timestamptz NOT NULL DEFAULT now())',
+    );
+  });
   const applied: string[] = [];
   const sorted = [...migrations].sort((a, b) => a.id.localeCompare(b.id));
   for (const m of sorted) {
     const did = await db.tx(async (q) => {
-      await q.query('SELECT pg_advisory_xact_lock(7349201)');
+      await q.query(`SELECT pg_advisory_xact_lock(${MIGRATION_LOCK})`);
       const seen = await q.query('SELECT 1 FROM schema_migrations WHERE id = $1', [m.id]);
       if (seen.rows.length > 0) return false;
       for (const stmt of splitStatements(m.sql)) await q.query(stmt);
