@@ -3,6 +3,7 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import * as tf from '@tensorflow/tfjs';
 import '@tensorflow/tfjs-backend-wasm';
+import pg from 'pg';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { unitPrice } from '../coordinator/ledger/price.js';
 import { sha256Hex } from '../shared/hash.js';
@@ -20,6 +21,7 @@ import {
   waitFor,
 } from './helpers/cluster.js';
 import { signedWorker } from './helpers/identities.js';
+import { TEST_DATABASE_URL } from './helpers/stores.js';
 
 /**
  * Two coordinator replicas on one PostgreSQL schema, each with its own DATA_DIR: a job submitted to replica A is
@@ -39,6 +41,17 @@ beforeAll(async () => {
 afterAll(() => {
   tf.disposeVariables();
 });
+
+/** Drops a test schema (when a replica failed to start, nothing else would). */
+async function dropSchema(schema: string): Promise<void> {
+  const client = new pg.Client({ connectionString: TEST_DATABASE_URL });
+  await client.connect();
+  try {
+    await client.query(`DROP SCHEMA IF EXISTS ${schema} CASCADE`);
+  } finally {
+    await client.end();
+  }
+}
 
 async function blob(url: string, hash: string): Promise<Uint8Array> {
   const res = await fetch(`${url}/api/v1/blobs/${hash}`);
@@ -63,7 +76,10 @@ describe('two replicas on one PostgreSQL', () => {
     const b = await startTestCoordinator(
       { ...store, dataDir: mkdtempSync(join(tmpdir(), 'swarmgrad-')) },
       { replicaId: 'replica-b', coordinatorPrivateKey },
-    );
+    ).catch(async (err) => {
+      await a.destroy();
+      throw err;
+    });
     const workers: ReturnType<typeof spawnWorker>[] = [];
     try {
       expect(a.config.databaseSchema).toBe(b.config.databaseSchema);
@@ -179,13 +195,20 @@ describe('two replicas on one PostgreSQL', () => {
     const store = testStore('postgres');
     // Both start at once on a fresh schema: creating the schema and migrating must not race (it did, in the catalog).
     // B's idle workers would poll again only after a minute: anything sooner came through the relay.
-    const [a, b] = await Promise.all([
+    const started = await Promise.allSettled([
       startTestCoordinator(store, { replicaId: 'replica-a' }),
       startTestCoordinator(
         { ...store, dataDir: mkdtempSync(join(tmpdir(), 'swarmgrad-')) },
         { replicaId: 'replica-b', idleRetryMs: 60_000 },
       ),
     ]);
+    const up = started.flatMap((r) => (r.status === 'fulfilled' ? [r.value] : []));
+    if (up.length < 2) {
+      for (const c of up) await c.destroy();
+      await dropSchema(store.databaseSchema as string);
+      throw (started.find((r) => r.status === 'rejected') as PromiseRejectedResult).reason;
+    }
+    const [a, b] = up;
     const w = await signedWorker(b.url, 'relay-worker');
     try {
       w.send({ type: 'request' });
