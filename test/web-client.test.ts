@@ -1,4 +1,5 @@
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { buildAccountLinkMessage, personalSign } from '../shared/identity/index.js';
 import { ApiRequestError, createClient, type SwarmgradClient } from '../shared/protocol/api-client.js';
 import { encodeDataset } from '../shared/train/dataset-format.js';
 import { mnistCnnModel, mnistMlpModel } from '../shared/train/templates.js';
@@ -108,6 +109,48 @@ describe('api-client against a real coordinator', () => {
     await expect(wrong.listJobs()).rejects.toMatchObject({ statusCode: 401 });
     expect(spy.authHeaders()).toEqual({ authorization: `Bearer ${c.requester.apiKey}` });
     await expect(createClient({ baseUrl: c.url }).downloadModel('nope')).rejects.toMatchObject({ statusCode: 401 });
+  });
+
+  it('reads accounts and credits, and links a local key to a wallet with both signatures', async () => {
+    const pub = createClient({ baseUrl: c.url });
+    const local = generateKey();
+    const wallet = generateKey();
+    const [from, to] = [addressFromPrivateKey(local), addressFromPrivateKey(wallet)];
+    const fresh = await pub.account(from);
+    expect(fresh).toMatchObject({ address: from, unit: 'micro-credits', linkedTo: null, linkedFrom: [] });
+    expect(fresh.balances).toMatchObject({ pending: 0, vested: 0 });
+    expect(await pub.credits(from)).toEqual({ items: [], nextCursor: null });
+    await expect(pub.account('0x123')).rejects.toMatchObject({ statusCode: 400 });
+
+    const n = await pub.linkNonce();
+    const message = buildAccountLinkMessage({
+      domain: n.domain,
+      from,
+      to,
+      uri: n.uri,
+      chainId: n.chainId,
+      nonce: n.nonce,
+      issuedAt: new Date(),
+      expirationTime: new Date(n.expiresAt),
+    });
+    // The wallet's signature made by the wrong key is refused, naming the field; the nonce survives the refusal.
+    const forged = await pub
+      .linkAccounts({
+        message,
+        localSignature: personalSign(message, local),
+        walletSignature: personalSign(message, local),
+      })
+      .catch((e: unknown) => e);
+    expect(forged).toBeInstanceOf(ApiRequestError);
+    expect(forged).toMatchObject({ statusCode: 400, field: '/walletSignature' });
+    const link = await pub.linkAccounts({
+      message,
+      localSignature: personalSign(message, local),
+      walletSignature: personalSign(message, wallet),
+    });
+    expect(link).toMatchObject({ from, to, created: true, eventKey: `link:${from}` });
+    expect((await pub.account(from)).linkedTo?.address).toBe(to);
+    expect((await pub.account(to)).linkedFrom.map((l) => l.address)).toEqual([from]);
   });
 });
 

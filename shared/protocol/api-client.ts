@@ -1,5 +1,6 @@
+import type { LinkInput, LinkNonceView, LinkView } from './account-link-api.js';
 import type { ApiError, DatasetView, JobSpec, JobView } from './job-spec.js';
-import type { MarketView } from './market-api.js';
+import type { AccountView, CreditView, MarketView } from './market-api.js';
 
 /**
  * A small typed client of the coordinator's requester REST API (/api/v1), for the dashboard and for requesters'
@@ -73,6 +74,14 @@ export interface SwarmgradClient {
   openapi(): Promise<Record<string, unknown>>;
   /** The marketplace (public): active offers, their price distribution and the network's capacity. */
   market(): Promise<MarketView>;
+  /** An account (public): balances by kind, trust, reliability, links and the newest `historyLimit` postings. */
+  account(address: string, historyLimit?: number): Promise<AccountView>;
+  /** A worker account's credits per accepted unit, newest first, each with its ledger event (public). */
+  credits(address: string): Promise<{ items: CreditView[]; nextCursor: string | null }>;
+  /** Account link, step 1: a single-use link nonce and what the link message must name. */
+  linkNonce(): Promise<LinkNonceView>;
+  /** Account link, step 2: the link message signed by both keys (docs/LEDGER.md, "Account links"). */
+  linkAccounts(input: LinkInput): Promise<LinkView>;
 }
 
 export function createClient(opts: ClientOptions): SwarmgradClient {
@@ -146,6 +155,12 @@ export function createClient(opts: ClientOptions): SwarmgradClient {
       ),
     openapi: () => request<Record<string, unknown>>('GET', '/openapi.json'),
     market: () => request<MarketView>('GET', '/market'),
+    account: (address, historyLimit = 20) =>
+      request<AccountView>('GET', `/accounts/${id(address)}?limit=${historyLimit}`),
+    credits: (address) =>
+      request<{ items: CreditView[]; nextCursor: string | null }>('GET', `/accounts/${id(address)}/credits`),
+    linkNonce: () => request<LinkNonceView>('GET', '/accounts/link-nonce'),
+    linkAccounts: (input) => request<LinkView>('POST', '/accounts/link', JSON.stringify(input), 'application/json'),
   };
 }
 

@@ -6,7 +6,8 @@ import {
   toChecksumAddress,
   utf8Hex,
 } from '../../shared/identity/index.js';
-import type { LinkNonceView, LinkView } from '../../shared/protocol/account-link-api.js';
+import type { LinkView } from '../../shared/protocol/account-link-api.js';
+import { createClient } from '../../shared/protocol/api-client.js';
 
 /**
  * Linking the browser's local key to a real wallet (POST /api/v1/accounts/link, docs/LEDGER.md "Account links"):
@@ -25,10 +26,8 @@ export function injectedWallet(): Eip1193Provider | null {
 
 /** Where the account's credit goes, when it was linked (GET /api/v1/accounts/:address). */
 export async function fetchLinkedWallet(origin: string, address: string): Promise<string | null> {
-  const res = await fetch(`${origin}/api/v1/accounts/${address}?limit=1`);
-  if (!res.ok) throw new Error(`account: HTTP ${res.status}`);
-  const body = (await res.json()) as { linkedTo?: { address: string } | null };
-  return body.linkedTo?.address ?? null;
+  const account = await createClient({ baseUrl: origin }).account(address, 1);
+  return account.linkedTo?.address ?? null;
 }
 
 /** The link message for `to`, over a fresh link nonce: what both keys sign. */
@@ -36,9 +35,7 @@ export async function prepareLink(origin: string, privateKey: Hex, to: string): 
   const wallet = toChecksumAddress(to);
   const from = addressFromPrivateKey(privateKey);
   if (wallet === from) throw new Error('the wallet is this browser key itself');
-  const nres = await fetch(`${origin}/api/v1/accounts/link-nonce`);
-  if (!nres.ok) throw new Error(`link nonce: HTTP ${nres.status}`);
-  const n = (await nres.json()) as LinkNonceView;
+  const n = await createClient({ baseUrl: origin }).linkNonce();
   return buildAccountLinkMessage({
     domain: n.domain,
     from,
@@ -59,14 +56,12 @@ export async function submitLink(
   message: string,
   walletSignature: string,
 ): Promise<LinkView> {
-  const res = await fetch(`${origin}/api/v1/accounts/link`, {
-    method: 'POST',
-    headers: { 'content-type': 'application/json' },
-    body: JSON.stringify({ message, localSignature: personalSign(message, privateKey), walletSignature }),
+  // A refusal is an ApiRequestError whose message the page shows as it is.
+  return createClient({ baseUrl: origin }).linkAccounts({
+    message,
+    localSignature: personalSign(message, privateKey),
+    walletSignature,
   });
-  const body = (await res.json()) as LinkView & { message?: string };
-  if (!res.ok) throw new Error(body.message ?? `link: HTTP ${res.status}`);
-  return body;
 }
 
 /** Asks the wallet for its account and its signature, signs with the local key, then links; returns the link. */

@@ -1,3 +1,5 @@
+import { createClient } from '../../shared/protocol/api-client.js';
+
 /** A worker account's credit as the coordinator reports it (GET /api/v1/accounts/:address), in whole credits. */
 export const MICRO_PER_CREDIT = 1_000_000;
 
@@ -14,19 +16,13 @@ export interface CreditReceipt {
 }
 
 export async function fetchBalance(origin: string, address: string): Promise<CreditBalance> {
-  const res = await fetch(`${origin}/api/v1/accounts/${address}`);
-  if (!res.ok) throw new Error(`balance: HTTP ${res.status}`);
-  const body = (await res.json()) as { balances: { pending: number; vested: number } };
-  return { pending: body.balances.pending / MICRO_PER_CREDIT, vested: body.balances.vested / MICRO_PER_CREDIT };
+  const { balances } = await createClient({ baseUrl: origin }).account(address, 1);
+  return { pending: balances.pending / MICRO_PER_CREDIT, vested: balances.vested / MICRO_PER_CREDIT };
 }
 
 /** The account's per-unit credit rows (newest first), each with the ledger event that posted it. */
 export async function fetchCreditReceipts(origin: string, address: string): Promise<CreditReceipt[]> {
-  const res = await fetch(`${origin}/api/v1/accounts/${address}/credits`);
-  if (!res.ok) throw new Error(`credits: HTTP ${res.status}`);
-  const body = (await res.json()) as {
-    items: { leaseId: string | null; state: string; amount: number; eventKey: string }[];
-  };
+  const body = await createClient({ baseUrl: origin }).credits(address);
   return body.items.map((r) => ({
     leaseId: r.leaseId,
     state: r.state,
