@@ -233,4 +233,42 @@ describe('two replicas on one PostgreSQL', () => {
       await a.destroy();
     }
   }, 60_000);
+
+  it("a replica that goes silent: its workers' units reach an idle worker on another replica at the next sweep", async () => {
+    const store = testStore('postgres');
+    const a = await startTestCoordinator(store, { replicaId: 'replica-a' });
+    let b: TestCoordinator | null = null;
+    const workers: { close(): void }[] = [];
+    try {
+      // B's idle workers would poll again only after a minute: a lease sooner means the sweep announced the unit.
+      b = await startTestCoordinator(
+        { ...store, dataDir: mkdtempSync(join(tmpdir(), 'swarmgrad-')) },
+        { replicaId: 'replica-b', idleRetryMs: 60_000 },
+      );
+      await postJob(a.url, smallMnistJob({ rounds: 1, unitsPerRound: 1, targetAccuracy: undefined }));
+      const onA = await signedWorker(a.url, 'silent-replica-worker');
+      workers.push(onA);
+      onA.send({ type: 'request' });
+      const first = await onA.nextOf('lease', 10_000);
+      const onB = await signedWorker(b.url, 'waiting-worker');
+      workers.push(onB);
+      onB.send({ type: 'request' });
+      expect((await onB.next()).type).toBe('idle');
+      // A's heartbeat stops, as when its process dies without closing: the sweep detaches the lease (it stays
+      // resumable) and puts the unit back on offer.
+      await a.db.query('UPDATE workers SET last_seen = 0 WHERE lower(account) = lower($1)', [onA.identity.address]);
+      const second = await onB.nextOf('lease', 15_000);
+      const units = await a.db.query<{ id: string; unit: string }>(
+        `SELECT id, job_id || '/' || round || '/' || idx AS unit FROM leases WHERE id = ANY($1::text[])`,
+        [[first.leaseId, second.leaseId]],
+      );
+      expect(units.rows).toHaveLength(2);
+      expect(units.rows[0].unit).toBe(units.rows[1].unit);
+    } finally {
+      for (const w of workers) w.close();
+      await Promise.all([a.close(), b?.close()]);
+      await b?.destroy();
+      await a.destroy();
+    }
+  }, 60_000);
 });

@@ -704,7 +704,7 @@ export class Scheduler extends EventEmitter {
    */
   async sweep(staleWorkerMs = 30_000): Promise<void> {
     const now = Date.now();
-    const expired = await this.db.tx(async (q) => {
+    const swept = await this.db.tx(async (q) => {
       const { rows } = await q.query<LeaseRow>(
         `UPDATE leases SET status = 'expired', ended_at = $1, end_reason = 'deadline passed'
          WHERE status = 'active' AND deadline < $1 RETURNING *`,
@@ -718,12 +718,13 @@ export class Scheduler extends EventEmitter {
         [now - staleWorkerMs],
       );
       for (const l of [...rows, ...stale.rows]) await this.reofferUnit(q, l.job_id, l.round, l.idx);
-      return rows;
+      return { expired: rows, detached: stale.rows.length };
     });
-    for (const l of expired) {
+    for (const l of swept.expired) {
       this.emit('revoke', { leaseId: l.id, workerId: l.worker_id, reason: 'deadline passed' });
     }
-    if (expired.length > 0) this.emit('work');
+    // Units of expired leases and of workers whose replica went silent are on offer again: tell waiting workers.
+    if (swept.expired.length > 0 || swept.detached > 0) this.emit('work');
     const stuck = await this.db.query<{ id: string; round: number }>(
       `SELECT j.id, j.round FROM jobs j WHERE j.status = 'running'
          AND (j.agg_claimed_at IS NULL OR j.agg_claimed_at < $1)
