@@ -25,6 +25,7 @@ import { type Migration, runMigrations } from './store/migrate.js';
 import { relayReplicaEvents } from './store/replica-events.js';
 import { initTfBackend } from './tf-backend.js';
 import { verifyMigrations } from './verify/migrations.js';
+import { REVEAL_RELAY_EVENT } from './verify/reveal-relay.js';
 import { markForfeitDelivered, undeliveredForfeits } from './verify/store.js';
 import { workerGateway } from './worker-gateway/gateway.js';
 
@@ -122,7 +123,8 @@ export async function startCoordinator(overrides: Partial<CoordinatorConfig> = {
           databaseUrl: config.databaseUrl,
           schema: config.databaseSchema,
           emitter: scheduler,
-          events: ['work', 'revoke'],
+          // REVEAL_RELAY_EVENT: verification's reveal requests and answers (verify/reveal-relay.ts).
+          events: ['work', 'revoke', REVEAL_RELAY_EVENT],
           log,
         })
       : null;

@@ -9,8 +9,10 @@ import type { Db } from './db.js';
  * deadline swept there, unit finished by A's worker) never reaches the worker holding it on replica B, which trains
  * on and is refused at submit; and work made on A waits for B's idle workers to poll again (IDLE_RETRY_MS).
  *
- * Only a speed-up: correctness never depends on a notification (the database decides every lease and result), so
- * notifications lost while the listening connection is down are simply missed, and it reconnects.
+ * For 'work' and 'revoke' only a speed-up: correctness never depends on them (the database decides every lease and
+ * result), so notifications lost while the listening connection is down are simply missed, and it reconnects.
+ * Verification's 'reveal-relay' messages (verify/reveal-relay.ts) also travel here; a lost one can leave a party
+ * unasked until its reveal deadline (docs/VERIFICATION.md, "Open").
  */
 export interface ReplicaEvents {
   close(): Promise<void>;

@@ -77,4 +77,15 @@ CREATE TABLE verification_costs (
   PRIMARY KEY (job_id, round, idx)
 )`,
   },
+  {
+    // Replicas on one PostgreSQL: a state revealed to replica B for a request of replica A waits here until A takes
+    // it (verify/reveal-relay.ts; NOTIFY payloads are far too small for a state).
+    id: '0401_reveal_relay',
+    sql: `
+CREATE TABLE reveal_answers (
+  request_id text PRIMARY KEY,
+  bytes bytea NOT NULL,
+  created_at bigint NOT NULL
+)`,
+  },
 ];

@@ -23,16 +23,61 @@ export interface RevealPeer {
 }
 
 interface Pending {
+  requestId: string;
   account: string;
   leaseId: string;
   index: number;
-  /** Connections asked and not yet answered. */
+  /** Connections asked and not yet answered (another replica's as `replica/connection`). */
   asked: Set<string>;
+  /** Other replicas' connections that refused: an 'asked' notice arriving after its refusal is ignored. */
+  refused: Set<string>;
   errors: string[];
   resolve(state: WeightSet): void;
   reject(err: Error): void;
   timer: ReturnType<typeof setTimeout>;
 }
+
+/**
+ * A request of another replica, asked of this replica's connections on its behalf until its deadline (or until
+ * its origin says it is done).
+ */
+interface Remote {
+  origin: string;
+  account: string;
+  leaseId: string;
+  index: number;
+  /** Local connections asked and not yet answered. */
+  asked: Set<string>;
+  timer: ReturnType<typeof setTimeout>;
+}
+
+/**
+ * What replicas on one PostgreSQL tell each other about reveals (verify/reveal-relay.ts carries them over
+ * LISTEN/NOTIFY; small JSON). `to` names the origin replica of the request; the others ignore the message.
+ */
+export type RelayMsg =
+  | { kind: 'ask'; from: string; requestId: string; account: string; leaseId: string; index: number; timeoutMs: number }
+  | { kind: 'asked'; from: string; to: string; requestId: string; connection: string }
+  | { kind: 'gone'; from: string; to: string; requestId: string; connection: string }
+  | { kind: 'refused'; from: string; to: string; requestId: string; connection: string; reason: string }
+  /** The state is in the shared store under `requestId` (it is far over NOTIFY's 8000-byte limit). */
+  | { kind: 'answer'; from: string; to: string; requestId: string; leaseId: string; index: number }
+  | { kind: 'done'; from: string; requestId: string }
+  | { kind: 'settled'; from: string; account: string; leaseIds: string[] };
+
+/** How a hub reaches the other replicas: publish a message, and park or take the bytes of an answer. */
+export interface RevealRelay {
+  replicaId: string;
+  publish(msg: RelayMsg): void;
+  /** Stores the revealed bytes for the origin replica; resolves once they are readable there. */
+  putAnswer(requestId: string, bytes: Uint8Array): Promise<void>;
+  /** Takes (reads and removes) the bytes another replica stored; null when there are none. */
+  takeAnswer(requestId: string): Promise<Uint8Array | null>;
+  log(msg: string, extra?: object): void;
+}
+
+/** How long a refusal by every known connection waits for other replicas' 'asked' notices before it fails. */
+const REFUSAL_GRACE_MS = 500;
 
 export class RevealShutdown extends Error {
   constructor() {
@@ -48,14 +93,28 @@ export class RevealShutdown extends Error {
 export class RevealHub implements RevealTransport {
   private readonly peers = new Map<string, RevealPeer>();
   private readonly pending = new Map<string, Pending>();
+  /** Requests of other replicas (by request id) this replica forwards to its connections. */
+  private readonly remote = new Map<string, Remote>();
+  private relay: RevealRelay | null = null;
   private closed = false;
   /** Answered reveals (states received), for tests and the cost report. */
   answered = 0;
+
+  /**
+   * Replicas on one PostgreSQL: every request is also published to the other replicas, which ask their own
+   * connections of the account and send the answer back; requests of other replicas are served here.
+   */
+  attachRelay(relay: RevealRelay | null): void {
+    this.relay = relay;
+  }
 
   addPeer(connectionId: string, peer: RevealPeer): void {
     this.peers.set(connectionId, peer);
     for (const [requestId, p] of this.pending) {
       if (p.account === peer.account) this.ask(requestId, p, connectionId, peer);
+    }
+    for (const [requestId, r] of this.remote) {
+      if (r.account === peer.account) this.askForRemote(requestId, r, connectionId, peer);
     }
   }
 
@@ -63,6 +122,10 @@ export class RevealHub implements RevealTransport {
     this.peers.delete(connectionId);
     // A connection that went away without answering: keep waiting for the account to come back (or the deadline).
     for (const p of this.pending.values()) p.asked.delete(connectionId);
+    for (const [requestId, r] of this.remote) {
+      if (r.asked.delete(connectionId))
+        this.publish({ kind: 'gone', to: r.origin, requestId, connection: connectionId });
+    }
   }
 
   reveal(account: string, leaseId: string, index: number, timeoutMs: number): Promise<WeightSet> {
@@ -71,14 +134,18 @@ export class RevealHub implements RevealTransport {
     return new Promise<WeightSet>((resolve, reject) => {
       const done = (fn: () => void) => {
         clearTimeout(p.timer);
-        this.pending.delete(requestId);
+        if (!this.pending.delete(requestId)) return;
+        // Other replicas stop asking for it (their own deadline would also end it).
+        this.publish({ kind: 'done', requestId });
         fn();
       };
       const p: Pending = {
+        requestId,
         account,
         leaseId,
         index,
         asked: new Set(),
+        refused: new Set(),
         errors: [],
         resolve: (s) => done(() => resolve(s)),
         reject: (e) => done(() => reject(e)),
@@ -86,7 +153,85 @@ export class RevealHub implements RevealTransport {
       };
       this.pending.set(requestId, p);
       for (const [id, peer] of this.peers) if (peer.account === account) this.ask(requestId, p, id, peer);
+      // Always, not only without a local connection: the account may have connections on several replicas, and
+      // the one here may not be the one that kept the states.
+      this.publish({ kind: 'ask', requestId, account, leaseId, index, timeoutMs });
     });
+  }
+
+  private publish(msg: DistributiveOmit<RelayMsg, 'from'>): void {
+    if (this.relay) this.relay.publish({ ...msg, from: this.relay.replicaId } as RelayMsg);
+  }
+
+  private askForRemote(requestId: string, r: Remote, connectionId: string, peer: RevealPeer): void {
+    r.asked.add(connectionId);
+    peer.send({ type: 'reveal', requestId, leaseId: r.leaseId, index: r.index });
+    this.publish({ kind: 'asked', to: r.origin, requestId, connection: connectionId });
+  }
+
+  private dropRemote(requestId: string): void {
+    const r = this.remote.get(requestId);
+    if (!r) return;
+    clearTimeout(r.timer);
+    this.remote.delete(requestId);
+  }
+
+  /** A message from another replica (its own come back too, and are ignored). */
+  onRelay(msg: RelayMsg): void {
+    const relay = this.relay;
+    if (!relay || this.closed || msg.from === relay.replicaId) return;
+    if (msg.kind === 'ask') {
+      if (this.remote.has(msg.requestId)) return;
+      const r: Remote = {
+        origin: msg.from,
+        account: msg.account,
+        leaseId: msg.leaseId,
+        index: msg.index,
+        asked: new Set(),
+        timer: setTimeout(() => this.dropRemote(msg.requestId), msg.timeoutMs),
+      };
+      r.timer.unref?.();
+      this.remote.set(msg.requestId, r);
+      for (const [id, peer] of this.peers)
+        if (peer.account === r.account) this.askForRemote(msg.requestId, r, id, peer);
+      return;
+    }
+    if (msg.kind === 'done') {
+      this.dropRemote(msg.requestId);
+      return;
+    }
+    if (msg.kind === 'settled') {
+      this.settleLocal(msg.account, msg.leaseIds);
+      return;
+    }
+    if (msg.to !== relay.replicaId) return;
+    const p = this.pending.get(msg.requestId);
+    if (msg.kind === 'answer') {
+      // Taken even when the request is over (timed out), so that the stored bytes do not linger.
+      relay
+        .takeAnswer(msg.requestId)
+        .then((bytes) => {
+          if (bytes === null) throw new Error('no stored bytes');
+          if (p && this.pending.get(msg.requestId) === p) this.accept(p, msg, bytes);
+        })
+        .catch((err) => relay.log('relayed reveal answer unreadable', { requestId: msg.requestId, err: String(err) }));
+      return;
+    }
+    if (!p) return;
+    // Another replica's connection, as this hub keys it in `asked`.
+    const connection = 'connection' in msg ? `${msg.from}/${msg.connection}` : '';
+    switch (msg.kind) {
+      case 'asked':
+        if (!p.refused.has(connection)) p.asked.add(connection);
+        return;
+      case 'gone':
+        p.asked.delete(connection);
+        return;
+      case 'refused':
+        p.refused.add(connection);
+        this.refuse(p, connection, msg.reason);
+        return;
+    }
   }
 
   private ask(requestId: string, p: Pending, connectionId: string, peer: RevealPeer): void {
@@ -98,7 +243,29 @@ export class RevealHub implements RevealTransport {
   onReveal(connectionId: string, header: RevealHeader, payload: Uint8Array): void {
     const p = this.pending.get(header.requestId);
     const peer = this.peers.get(connectionId);
-    if (!p || !peer || peer.account !== p.account) return;
+    if (!peer) return;
+    if (!p) {
+      this.answerRemote(connectionId, peer, header, payload);
+      return;
+    }
+    if (peer.account !== p.account) return;
+    this.accept(p, header, payload);
+  }
+
+  /** An answer to another replica's request: park the bytes in the shared store and tell the origin. */
+  private answerRemote(connectionId: string, peer: RevealPeer, header: RevealHeader, payload: Uint8Array): void {
+    const r = this.remote.get(header.requestId);
+    const relay = this.relay;
+    if (!r || !relay || peer.account !== r.account || !r.asked.has(connectionId)) return;
+    this.dropRemote(header.requestId);
+    const { requestId, leaseId, index } = header;
+    relay
+      .putAnswer(requestId, payload)
+      .then(() => this.publish({ kind: 'answer', to: r.origin, requestId, leaseId, index }))
+      .catch((err) => relay.log('relaying a reveal answer failed', { requestId, err: String(err) }));
+  }
+
+  private accept(p: Pending, header: { leaseId: string; index: number }, payload: Uint8Array): void {
     if (header.leaseId !== p.leaseId || header.index !== p.index) {
       p.reject(new Error(`answered for lease ${header.leaseId} index ${header.index}, not the one asked`));
       return;
@@ -118,13 +285,39 @@ export class RevealHub implements RevealTransport {
   onRevealError(connectionId: string, requestId: string, reason: string): void {
     const p = this.pending.get(requestId);
     const peer = this.peers.get(connectionId);
-    if (!p || !peer || peer.account !== p.account) return;
-    p.asked.delete(connectionId);
+    if (!peer) return;
+    if (!p) {
+      const r = this.remote.get(requestId);
+      if (!r || peer.account !== r.account || !r.asked.delete(connectionId)) return;
+      this.publish({ kind: 'refused', to: r.origin, requestId, connection: connectionId, reason });
+      return;
+    }
+    if (peer.account !== p.account) return;
+    this.refuse(p, connectionId, reason);
+  }
+
+  private refuse(p: Pending, connection: string, reason: string): void {
+    p.asked.delete(connection);
     p.errors.push(reason);
-    if (p.asked.size === 0) p.reject(new Error(`reveal refused: ${p.errors.join('; ')}`));
+    if (p.asked.size > 0) return;
+    const fail = () => p.reject(new Error(`reveal refused: ${p.errors.join('; ')}`));
+    if (!this.relay) {
+      fail();
+      return;
+    }
+    // With other replicas, their 'asked' notices may still be on the way (NOTIFYs from different connections are
+    // not ordered): fail only if none came in a short grace.
+    setTimeout(() => {
+      if (this.pending.get(p.requestId) === p && p.asked.size === 0) fail();
+    }, REFUSAL_GRACE_MS).unref?.();
   }
 
   settled(account: string, leaseIds: string[]): void {
+    this.settleLocal(account, leaseIds);
+    this.publish({ kind: 'settled', account, leaseIds });
+  }
+
+  private settleLocal(account: string, leaseIds: string[]): void {
     for (const peer of this.peers.values()) {
       if (peer.account !== account) continue;
       for (const leaseId of leaseIds) peer.send({ type: 'settled', leaseId });
@@ -135,9 +328,18 @@ export class RevealHub implements RevealTransport {
   close(): void {
     this.closed = true;
     for (const p of [...this.pending.values()]) p.reject(new RevealShutdown());
+    for (const id of [...this.remote.keys()]) this.dropRemote(id);
   }
 
   get waiting(): number {
     return this.pending.size;
   }
+
+  /** Requests of other replicas this hub still asks its connections for. */
+  get forwarding(): number {
+    return this.remote.size;
+  }
 }
+
+/** Omit over each member of a union (Omit on the union itself keeps only the common keys). */
+type DistributiveOmit<T, K extends keyof T> = T extends unknown ? Omit<T, K> : never;

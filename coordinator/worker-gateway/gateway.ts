@@ -19,6 +19,7 @@ import type { Scheduler, WorkerIdentity } from '../scheduler/scheduler.js';
 import type { Db } from '../store/db.js';
 import { auditAddress } from '../verify/network-address.js';
 import { RevealHub } from '../verify/reveal-hub.js';
+import { linkRevealHub } from '../verify/reveal-relay.js';
 
 const checkClientMessage = TypeCompiler.Compile(ClientMessage);
 const checkResultHeader = TypeCompiler.Compile(ResultHeader);
@@ -169,6 +170,17 @@ async function gateway(app: FastifyInstance, opts: GatewayOptions): Promise<void
   // Verification reaches workers through this hub: reveal requests for disputes and spot checks, settled notices.
   const reveals = new RevealHub();
   scheduler.verification.attachTransport(reveals);
+  // Replicas on one PostgreSQL: a party's worker may be connected to another replica (verify/reveal-relay.ts).
+  const unlinkReveals =
+    db.kind === 'postgres'
+      ? linkRevealHub({
+          hub: reveals,
+          db,
+          emitter: scheduler,
+          replicaId: opts.replicaId,
+          log: (msg, extra) => app.log.warn(extra ?? {}, msg),
+        })
+      : () => {};
 
   // Heartbeat: replicas detach leases of workers whose last_seen goes stale.
   const heartbeat = setInterval(() => {
@@ -183,6 +195,7 @@ async function gateway(app: FastifyInstance, opts: GatewayOptions): Promise<void
     clearInterval(heartbeat);
     scheduler.verification.stop();
     reveals.close();
+    unlinkReveals();
     scheduler.off('work', onWork);
     scheduler.off('revoke', onRevoke);
     await passing;
