@@ -6,7 +6,7 @@ import {
   ledgerMigrations,
   listPayoutStatements,
 } from '../coordinator/ledger/index.js';
-import { type Db, openDb } from '../coordinator/store/db.js';
+import type { Db } from '../coordinator/store/db.js';
 import { runMigrations } from '../coordinator/store/migrate.js';
 import {
   buildAccountLinkMessage,
@@ -27,28 +27,13 @@ import {
   waitFor,
 } from './helpers/cluster.js';
 import { getNonce, postSignIn, siweMessage, type TestIdentity, testIdentity } from './helpers/identities.js';
-import {
-  dropTestDb,
-  newSchemaName,
-  openTestDb,
-  STORE_KINDS,
-  type StoreKind,
-  TEST_DATABASE_URL,
-} from './helpers/stores.js';
+import { dropTestDb, openPooledTestDb, STORE_KINDS } from './helpers/stores.js';
 
 /**
  * Account links: a local key's account hands its credit to a wallet (both sign one message). The ledger part runs
  * on PGlite and PostgreSQL; the HTTP part on a real coordinator; one end-to-end run has a real worker, signed in as
  * the local key, earn credit that lands in the wallet.
  */
-
-async function openStore(kind: StoreKind): Promise<Db & { schema?: string }> {
-  if (kind === 'pglite') return openTestDb(kind);
-  const schema = newSchemaName();
-  const sep = TEST_DATABASE_URL.includes('?') ? '&' : '?';
-  const databaseUrl = `${TEST_DATABASE_URL}${sep}options=-c%20search_path%3D${schema}`;
-  return Object.assign(await openDb({ databaseUrl, dataDir: 'unused', schema }), { schema });
-}
 
 /** Rounds of the link race; each is a few dozen ms. */
 const ROUNDS = Number(process.env.LINK_RACE_ROUNDS ?? 8);
@@ -62,7 +47,7 @@ describe.each(STORE_KINDS)('account links in the ledger on %s', (kind) => {
   let jobs = 0;
 
   beforeAll(async () => {
-    db = await openStore(kind);
+    db = await openPooledTestDb(kind);
     await runMigrations(db, ledgerMigrations);
     ledger = new Ledger(db, { now: () => clock });
   });

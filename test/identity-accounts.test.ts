@@ -1,6 +1,6 @@
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { Accounts, accountsMigrations, faucetAllowed, isAdminKey } from '../coordinator/accounts/index.js';
-import { type Db, openDb } from '../coordinator/store/db.js';
+import type { Db } from '../coordinator/store/db.js';
 import { runMigrations } from '../coordinator/store/migrate.js';
 import {
   addressFromPrivateKey,
@@ -9,28 +9,12 @@ import {
   generatePrivateKey,
   personalSign,
 } from '../shared/identity/index.js';
-import {
-  dropTestDb,
-  newSchemaName,
-  openTestDb,
-  STORE_KINDS,
-  type StoreKind,
-  TEST_DATABASE_URL,
-} from './helpers/stores.js';
+import { dropTestDb, openPooledTestDb, STORE_KINDS } from './helpers/stores.js';
 
 /**
  * openTestDb for PGlite; for PostgreSQL the search_path also rides in the connection options so that every pooled
  * connection (including the one openDb used to create the schema) works inside the test schema.
  */
-async function openStore(kind: StoreKind): Promise<Db & { schema?: string }> {
-  if (kind === 'pglite') return openTestDb(kind);
-  const schema = newSchemaName();
-  const sep = TEST_DATABASE_URL.includes('?') ? '&' : '?';
-  // synchronous_commit=off: tests need no crash durability; locking and visibility are unchanged.
-  const databaseUrl = `${TEST_DATABASE_URL}${sep}options=-c%20search_path%3D${schema}%20-c%20synchronous_commit%3Doff`;
-  return Object.assign(await openDb({ databaseUrl, dataDir: 'unused', schema }), { schema });
-}
-
 const DOMAIN = 'swarmgrad.test:8080';
 const T0 = Date.parse('2026-03-01T12:00:00.000Z');
 
@@ -42,7 +26,7 @@ describe.each(STORE_KINDS)('accounts on %s', (kind) => {
   const address = addressFromPrivateKey(key);
 
   beforeAll(async () => {
-    db = await openStore(kind);
+    db = await openPooledTestDb(kind);
     await runMigrations(db, accountsMigrations);
     accounts = new Accounts(db, { domain: DOMAIN, chainId: 1, now: () => clock });
   });

@@ -14,27 +14,10 @@ import {
   UnknownJob,
   unitPrice,
 } from '../coordinator/ledger/index.js';
-import { type Db, openDb } from '../coordinator/store/db.js';
+import type { Db } from '../coordinator/store/db.js';
 import { runMigrations } from '../coordinator/store/migrate.js';
 import { addressFromPrivateKey, generatePrivateKey, verifyPayoutStatement } from '../shared/identity/index.js';
-import {
-  dropTestDb,
-  newSchemaName,
-  openTestDb,
-  STORE_KINDS,
-  type StoreKind,
-  TEST_DATABASE_URL,
-} from './helpers/stores.js';
-
-/** openTestDb, except that on PostgreSQL every pooled connection gets the test schema's search_path up front. */
-async function openStore(kind: StoreKind): Promise<Db & { schema?: string }> {
-  if (kind === 'pglite') return openTestDb(kind);
-  const schema = newSchemaName();
-  const sep = TEST_DATABASE_URL.includes('?') ? '&' : '?';
-  // synchronous_commit=off: tests need no crash durability; locking and visibility are unchanged.
-  const databaseUrl = `${TEST_DATABASE_URL}${sep}options=-c%20search_path%3D${schema}%20-c%20synchronous_commit%3Doff`;
-  return Object.assign(await openDb({ databaseUrl, dataDir: 'unused', schema }), { schema });
-}
+import { dropTestDb, openPooledTestDb, STORE_KINDS } from './helpers/stores.js';
 
 const newAddress = () => addressFromPrivateKey(generatePrivateKey());
 
@@ -63,7 +46,7 @@ describe.each(STORE_KINDS)('ledger on %s', (kind) => {
   let clock = 1_000_000;
 
   beforeAll(async () => {
-    db = await openStore(kind);
+    db = await openPooledTestDb(kind);
     await runMigrations(db, ledgerMigrations);
     ledger = new Ledger(db, { now: () => clock });
   });

@@ -9,17 +9,10 @@ import {
   ledgerMigrations,
   UnknownJob,
 } from '../coordinator/ledger/index.js';
-import { type Db, openDb } from '../coordinator/store/db.js';
+import type { Db } from '../coordinator/store/db.js';
 import { runMigrations } from '../coordinator/store/migrate.js';
 import { toChecksumAddress } from '../shared/identity/index.js';
-import {
-  dropTestDb,
-  newSchemaName,
-  openTestDb,
-  STORE_KINDS,
-  type StoreKind,
-  TEST_DATABASE_URL,
-} from './helpers/stores.js';
+import { dropTestDb, openPooledTestDb, STORE_KINDS, type StoreKind } from './helpers/stores.js';
 
 /**
  * Model-based property test: random sequences of deposits, job submits, accepted units (the same result submitted
@@ -52,15 +45,6 @@ const preludeArb: fc.Arbitrary<Command[]> = fc
     { t: 'fund', amounts: deposits } as Command,
     ...jobs.map((j): Command => ({ t: 'submit', r: j.r, budget: j.budget })),
   ]);
-
-async function openStore(kind: StoreKind): Promise<Db & { schema?: string }> {
-  if (kind === 'pglite') return openTestDb(kind);
-  const schema = newSchemaName();
-  const sep = TEST_DATABASE_URL.includes('?') ? '&' : '?';
-  // synchronous_commit=off: tests need no crash durability; locking and visibility are unchanged.
-  const databaseUrl = `${TEST_DATABASE_URL}${sep}options=-c%20search_path%3D${schema}%20-c%20synchronous_commit%3Doff`;
-  return Object.assign(await openDb({ databaseUrl, dataDir: 'unused', schema }), { schema });
-}
 
 const addr = (tag: number, i: number) => toChecksumAddress(`0x${tag.toString(16)}${i.toString(16).padStart(39, '0')}`);
 const REQUESTERS = [0, 1, 2].map((i) => addr(0xa, i));
@@ -554,7 +538,7 @@ async function runSequence(db: Db, commands: Command[], run: number): Promise<vo
 describe.each(STORE_KINDS)('ledger properties on %s', (kind) => {
   let db: Db & { schema?: string };
   beforeAll(async () => {
-    db = await openStore(kind);
+    db = await openPooledTestDb(kind);
     await runMigrations(db, ledgerMigrations);
   });
   afterAll(async () => {

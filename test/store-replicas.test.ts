@@ -7,13 +7,13 @@ import pg from 'pg';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { unitPrice } from '../coordinator/ledger/price.js';
 import { sha256Hex } from '../shared/hash.js';
-import { generatePrivateKey } from '../shared/identity/index.js';
 import type { JobView } from '../shared/protocol/job-spec.js';
 import {
   getJob,
   postJob,
   smallMnistJob,
   spawnWorker,
+  startReplicaPair,
   startTestCoordinator,
   stopWorkers,
   type TestCoordinator,
@@ -69,17 +69,8 @@ async function loadModel(c: TestCoordinator, jobId: string, apiKey: string): Pro
 
 describe('two replicas on one PostgreSQL', () => {
   it('a job posted on A, trained by workers on B only, is complete and identical on both', async () => {
-    const store = testStore('postgres');
     // Replicas share the payout signing key (README: COORDINATOR_PRIVATE_KEY, same on every replica).
-    const coordinatorPrivateKey = generatePrivateKey();
-    const a = await startTestCoordinator(store, { replicaId: 'replica-a', coordinatorPrivateKey });
-    const b = await startTestCoordinator(
-      { ...store, dataDir: mkdtempSync(join(tmpdir(), 'swarmgrad-')) },
-      { replicaId: 'replica-b', coordinatorPrivateKey },
-    ).catch(async (err) => {
-      await a.destroy();
-      throw err;
-    });
+    const { a, b, stop } = await startReplicaPair();
     const workers: ReturnType<typeof spawnWorker>[] = [];
     try {
       expect(a.config.databaseSchema).toBe(b.config.databaseSchema);
@@ -184,10 +175,7 @@ describe('two replicas on one PostgreSQL', () => {
       modelB.dispose();
     } finally {
       await stopWorkers(workers);
-      // Both stop before the shared schema is dropped, so neither sweeps a vanishing schema.
-      await Promise.all([a.close(), b.close()]);
-      await b.destroy();
-      await a.destroy();
+      await stop();
     }
   }, 300_000);
 
@@ -235,16 +223,10 @@ describe('two replicas on one PostgreSQL', () => {
   }, 60_000);
 
   it("a replica that goes silent: its workers' units reach an idle worker on another replica at the next sweep", async () => {
-    const store = testStore('postgres');
-    const a = await startTestCoordinator(store, { replicaId: 'replica-a' });
-    let b: TestCoordinator | null = null;
+    // B's idle workers would poll again only after a minute: a lease sooner means the sweep announced the unit.
+    const { a, b, stop } = await startReplicaPair({ b: { idleRetryMs: 60_000 } });
     const workers: { close(): void }[] = [];
     try {
-      // B's idle workers would poll again only after a minute: a lease sooner means the sweep announced the unit.
-      b = await startTestCoordinator(
-        { ...store, dataDir: mkdtempSync(join(tmpdir(), 'swarmgrad-')) },
-        { replicaId: 'replica-b', idleRetryMs: 60_000 },
-      );
       await postJob(a.url, smallMnistJob({ rounds: 1, unitsPerRound: 1, targetAccuracy: undefined }));
       const onA = await signedWorker(a.url, 'silent-replica-worker');
       workers.push(onA);
@@ -266,9 +248,7 @@ describe('two replicas on one PostgreSQL', () => {
       expect(units.rows[0].unit).toBe(units.rows[1].unit);
     } finally {
       for (const w of workers) w.close();
-      await Promise.all([a.close(), b?.close()]);
-      await b?.destroy();
-      await a.destroy();
+      await stop();
     }
   }, 60_000);
 });

@@ -1,7 +1,4 @@
 import { EventEmitter } from 'node:events';
-import { mkdtempSync } from 'node:fs';
-import { tmpdir } from 'node:os';
-import { join } from 'node:path';
 import * as tf from '@tensorflow/tfjs';
 import '@tensorflow/tfjs-backend-wasm';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
@@ -11,11 +8,10 @@ import { verifyMigrations } from '../coordinator/verify/migrations.js';
 import { RevealHub } from '../coordinator/verify/reveal-hub.js';
 import { linkRevealHub, REVEAL_RELAY_EVENT } from '../coordinator/verify/reveal-relay.js';
 import { getTrust } from '../coordinator/verify/store.js';
-import { generatePrivateKey } from '../shared/identity/index.js';
 import type { RevealRequestMsg, SettledMsg } from '../shared/protocol/messages.js';
 import type { WeightSet } from '../shared/train/types.js';
 import { encodeWeights } from '../shared/train/weights-format.js';
-import { postJob, startTestCoordinator, testStore, waitFor } from './helpers/cluster.js';
+import { postJob, startReplicaPair, waitFor } from './helpers/cluster.js';
 import { signedWorker } from './helpers/identities.js';
 import { RawWorker } from './helpers/raw-worker.js';
 import { dropTestDb, openTestDb, TEST_DATABASE_URL } from './helpers/stores.js';
@@ -205,16 +201,7 @@ describe('RevealHub relay between replicas (real PostgreSQL LISTEN/NOTIFY)', () 
 
 describe('a dispute whose honest party is connected to another replica', () => {
   it('the honest worker on B answers the reveals of the dispute settled on A and wins; the cheater on A loses', async () => {
-    const store = testStore('postgres');
-    const coordinatorPrivateKey = generatePrivateKey();
-    const a = await startTestCoordinator(store, { replicaId: 'replica-a', coordinatorPrivateKey });
-    const b = await startTestCoordinator(
-      { ...store, dataDir: mkdtempSync(join(tmpdir(), 'swarmgrad-')) },
-      { replicaId: 'replica-b', coordinatorPrivateKey },
-    ).catch(async (err) => {
-      await a.destroy();
-      throw err;
-    });
+    const { a, b, stop } = await startReplicaPair();
     for (const c of [a, b]) c.scheduler.verification.configure({ revealTimeoutMs: 10_000, selfAuditAfterMs: null });
     const workers: RawWorker[] = [];
     try {
@@ -256,9 +243,7 @@ describe('a dispute whose honest party is connected to another replica', () => {
       expect((await a.db.query('SELECT 1 FROM reveal_answers')).rowCount).toBe(0);
     } finally {
       for (const w of workers) w.close();
-      await Promise.all([a.close(), b.close()]);
-      await b.destroy();
-      await a.destroy();
+      await stop();
     }
   }, 120_000);
 });

@@ -6,6 +6,7 @@ import pg from 'pg';
 import { type Coordinator, startCoordinator } from '../../coordinator/app.js';
 import type { CoordinatorConfig } from '../../coordinator/config.js';
 import { toMicro } from '../../coordinator/credits/money.js';
+import { generatePrivateKey } from '../../shared/identity/index.js';
 import type { JobSpec, JobView } from '../../shared/protocol/job-spec.js';
 import { mnistMlpModel } from '../../shared/train/templates.js';
 import { identityOf, type TestIdentity, testIdentity } from './identities.js';
@@ -68,6 +69,41 @@ export async function startTestCoordinator(
     rmSync(c.config.dataDir, { recursive: true, force: true });
   };
   return tc;
+}
+
+export interface ReplicaPair {
+  a: TestCoordinator;
+  b: TestCoordinator;
+  /** Stops both before the shared schema is dropped, so neither sweeps a vanishing schema. */
+  stop(): Promise<void>;
+}
+
+/**
+ * Two coordinator replicas on one fresh PostgreSQL schema, each with its own DATA_DIR, sharing the payout signing
+ * key as the README asks of replicas. `a` is started first (it creates the schema).
+ */
+export async function startReplicaPair(
+  overrides: { a?: Partial<CoordinatorConfig>; b?: Partial<CoordinatorConfig> } = {},
+): Promise<ReplicaPair> {
+  const store = testStore('postgres');
+  const coordinatorPrivateKey = generatePrivateKey();
+  const a = await startTestCoordinator(store, { replicaId: 'replica-a', coordinatorPrivateKey, ...overrides.a });
+  const b = await startTestCoordinator(
+    { ...store, dataDir: mkdtempSync(join(tmpdir(), 'swarmgrad-')) },
+    { replicaId: 'replica-b', coordinatorPrivateKey, ...overrides.b },
+  ).catch(async (err) => {
+    await a.destroy();
+    throw err;
+  });
+  return {
+    a,
+    b,
+    stop: async () => {
+      await Promise.all([a.close(), b.close()]);
+      await b.destroy();
+      await a.destroy();
+    },
+  };
 }
 
 async function dropSchema(schema: string): Promise<void> {

@@ -15,6 +15,19 @@ export async function openTestDb(kind: StoreKind): Promise<Db & { schema?: strin
   return Object.assign(db, { schema });
 }
 
+/**
+ * openTestDb, except that on PostgreSQL the search_path rides in the connection options, so every pooled connection
+ * (including the one openDb created the schema with) works inside the test schema: for tests that run transactions
+ * concurrently. synchronous_commit=off: tests need no crash durability; locking and visibility are unchanged.
+ */
+export async function openPooledTestDb(kind: StoreKind): Promise<Db & { schema?: string }> {
+  if (kind === 'pglite') return openTestDb(kind);
+  const schema = newSchemaName();
+  const sep = TEST_DATABASE_URL.includes('?') ? '&' : '?';
+  const databaseUrl = `${TEST_DATABASE_URL}${sep}options=-c%20search_path%3D${schema}%20-c%20synchronous_commit%3Doff`;
+  return Object.assign(await openDb({ databaseUrl, dataDir: 'unused', schema }), { schema });
+}
+
 /** Options for a coordinator on a throwaway store: a new schema on PostgreSQL, or PGlite in a temp folder. */
 export function newSchemaName(): string {
   return `t_${randomBytes(6).toString('hex')}`;
