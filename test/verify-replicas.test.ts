@@ -5,7 +5,7 @@ import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { type Db, openDb } from '../coordinator/store/db.js';
 import { relayReplicaEvents } from '../coordinator/store/replica-events.js';
 import { verifyMigrations } from '../coordinator/verify/migrations.js';
-import { RevealHub } from '../coordinator/verify/reveal-hub.js';
+import { REASK_EVERY_MS, RevealHub } from '../coordinator/verify/reveal-hub.js';
 import { linkRevealHub, REVEAL_RELAY_EVENT } from '../coordinator/verify/reveal-relay.js';
 import { getTrust } from '../coordinator/verify/store.js';
 import type { RevealRequestMsg, SettledMsg } from '../shared/protocol/messages.js';
@@ -197,6 +197,33 @@ describe('RevealHub relay between replicas (real PostgreSQL LISTEN/NOTIFY)', () 
     b.hub.removePeer('conn-b5');
     b.hub.removePeer('conn-b6');
   });
+
+  it('a replica that was not listening when a request went out hears it from the repeated ask, and answers once', async () => {
+    // C starts listening only after A published the request: the first NOTIFY never reached it.
+    const asked = a.hub.reveal('carol', 'lease_c', 2, 3 * REASK_EVERY_MS + 2_000);
+    await new Promise((r) => setTimeout(r, 200));
+    const c = await replicaHub(main.schema as string, 'replica-c');
+    try {
+      const carol = peer('carol');
+      c.hub.addPeer('conn-c1', carol);
+      await waitFor('the repeated ask on C', async () => carol.sent.length === 1, 2 * REASK_EVERY_MS + 1_000);
+      const req = carol.sent[0] as RevealRequestMsg;
+      expect(req).toMatchObject({ type: 'reveal', leaseId: 'lease_c', index: 2 });
+      c.hub.onReveal(
+        'conn-c1',
+        { type: 'reveal', requestId: req.requestId, leaseId: 'lease_c', index: 2 },
+        encodeWeights({ names: ['w'], shapes: [[2]], data: [new Float32Array([3, 4])] }),
+      );
+      expect(Array.from((await asked).data[0])).toEqual([3, 4]);
+      // Repeats of the ask that were still on the way start nothing again: the worker was asked once.
+      await new Promise((r) => setTimeout(r, REASK_EVERY_MS + 500));
+      expect(carol.sent).toHaveLength(1);
+      expect(c.hub.forwarding).toBe(0);
+      c.hub.removePeer('conn-c1');
+    } finally {
+      await c.close();
+    }
+  }, 30_000);
 });
 
 describe('a dispute whose honest party is connected to another replica', () => {

@@ -16,6 +16,9 @@ export interface RevealTransport {
   settled(account: string, leaseIds: string[]): void;
 }
 
+/** How often a pending request is announced to the other replicas again (see reveal()). */
+export const REASK_EVERY_MS = 2_000;
+
 /** One connected worker, as the hub sees it. */
 export interface RevealPeer {
   account: string;
@@ -48,6 +51,8 @@ interface Remote {
   index: number;
   /** Local connections asked and not yet answered. */
   asked: Set<string>;
+  /** What was left of the origin's deadline when this replica heard of the request. */
+  timeoutMs: number;
   timer: ReturnType<typeof setTimeout>;
 }
 
@@ -95,6 +100,8 @@ export class RevealHub implements RevealTransport {
   private readonly pending = new Map<string, Pending>();
   /** Requests of other replicas (by request id) this replica forwards to its connections. */
   private readonly remote = new Map<string, Remote>();
+  /** Other replicas' requests this replica answered or let go, so a repeated 'ask' does not start them again. */
+  private readonly finishedRemote = new Map<string, ReturnType<typeof setTimeout>>();
   private relay: RevealRelay | null = null;
   private closed = false;
   /** Answered reveals (states received), for tests and the cost report. */
@@ -132,8 +139,11 @@ export class RevealHub implements RevealTransport {
     if (this.closed) return Promise.reject(new RevealShutdown());
     const requestId = `rv_${randomUUID().replaceAll('-', '')}`;
     return new Promise<WeightSet>((resolve, reject) => {
+      const deadline = Date.now() + timeoutMs;
+      let reask: ReturnType<typeof setInterval> | undefined;
       const done = (fn: () => void) => {
         clearTimeout(p.timer);
+        clearInterval(reask);
         if (!this.pending.delete(requestId)) return;
         // Other replicas stop asking for it (their own deadline would also end it).
         this.publish({ kind: 'done', requestId });
@@ -156,6 +166,16 @@ export class RevealHub implements RevealTransport {
       // Always, not only without a local connection: the account may have connections on several replicas, and
       // the one here may not be the one that kept the states.
       this.publish({ kind: 'ask', requestId, account, leaseId, index, timeoutMs });
+      // NOTIFY is fire-and-forget: a replica whose listening connection was down when the ask went out never heard
+      // it. Asking again until the request ends reaches it once it is back; replicas that know the request already
+      // ignore the repeat.
+      if (this.relay && this.pending.has(requestId)) {
+        reask = setInterval(() => {
+          const left = deadline - Date.now();
+          if (left > 0) this.publish({ kind: 'ask', requestId, account, leaseId, index, timeoutMs: left });
+        }, REASK_EVERY_MS);
+        reask.unref?.();
+      }
     });
   }
 
@@ -174,6 +194,10 @@ export class RevealHub implements RevealTransport {
     if (!r) return;
     clearTimeout(r.timer);
     this.remote.delete(requestId);
+    // Remembered past the origin's own deadline plus a repeat interval: later repeats of the ask are stale.
+    const forget = setTimeout(() => this.finishedRemote.delete(requestId), r.timeoutMs + 2 * REASK_EVERY_MS);
+    forget.unref?.();
+    this.finishedRemote.set(requestId, forget);
   }
 
   /** A message from another replica (its own come back too, and are ignored). */
@@ -181,13 +205,14 @@ export class RevealHub implements RevealTransport {
     const relay = this.relay;
     if (!relay || this.closed || msg.from === relay.replicaId) return;
     if (msg.kind === 'ask') {
-      if (this.remote.has(msg.requestId)) return;
+      if (this.remote.has(msg.requestId) || this.finishedRemote.has(msg.requestId)) return;
       const r: Remote = {
         origin: msg.from,
         account: msg.account,
         leaseId: msg.leaseId,
         index: msg.index,
         asked: new Set(),
+        timeoutMs: msg.timeoutMs,
         timer: setTimeout(() => this.dropRemote(msg.requestId), msg.timeoutMs),
       };
       r.timer.unref?.();
@@ -329,6 +354,8 @@ export class RevealHub implements RevealTransport {
     this.closed = true;
     for (const p of [...this.pending.values()]) p.reject(new RevealShutdown());
     for (const id of [...this.remote.keys()]) this.dropRemote(id);
+    for (const t of this.finishedRemote.values()) clearTimeout(t);
+    this.finishedRemote.clear();
   }
 
   get waiting(): number {
