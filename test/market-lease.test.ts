@@ -1,10 +1,9 @@
 import * as tf from '@tensorflow/tfjs';
 import '@tensorflow/tfjs-backend-wasm';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import type { LeaseMsg } from '../shared/protocol/messages.js';
 import { encodeWeights } from '../shared/train/weights-format.js';
 import { postJob, smallMnistJob, startTestCoordinator, type TestCoordinator, testStore } from './helpers/cluster.js';
-import { apiKeyFor, bearer, signedWorker, testIdentity } from './helpers/identities.js';
+import { bearer, postOffer, signedWorker, testIdentity } from './helpers/identities.js';
 import { RawWorker } from './helpers/raw-worker.js';
 import { STORE_KINDS } from './helpers/stores.js';
 
@@ -13,32 +12,9 @@ beforeAll(async () => {
   await tf.ready();
 });
 
-/** One request: the lease it brings, or null when the coordinator answers idle. */
-async function tryLease(w: RawWorker): Promise<LeaseMsg | null> {
-  w.send({ type: 'request' });
-  for (;;) {
-    const m = await w.next(10_000);
-    if (m.type === 'lease') return m;
-    if (m.type === 'idle') return null;
-  }
-}
-
 async function jobOf(c: TestCoordinator, leaseId: string): Promise<string> {
   const r = await c.db.query<{ job_id: string }>('SELECT job_id FROM leases WHERE id = $1', [leaseId]);
   return r.rows[0].job_id;
-}
-
-async function postOffer(c: TestCoordinator, who: ReturnType<typeof testIdentity>, price: number): Promise<Response> {
-  return fetch(`${c.url}/api/v1/offers`, {
-    method: 'POST',
-    headers: { 'content-type': 'application/json', ...bearer(await apiKeyFor(c.url, who)) },
-    body: JSON.stringify({
-      minPricePerTflop: price,
-      deviceClass: 'webgpu-discrete',
-      benchmark: { examplesPerSecond: 5000, backend: 'webgpu' },
-      hoursAvailable: 8,
-    }),
-  });
 }
 
 const oneRound = (over: Record<string, unknown>) =>
@@ -56,8 +32,8 @@ describe.each(STORE_KINDS)('marketplace lease filters on %s', (kind) => {
   it('a job with maxPricePerTflop is never leased to a worker whose offer is above it', async () => {
     const pricey = testIdentity(`pricey-${kind}`);
     const fair = testIdentity(`fair-${kind}`);
-    expect((await postOffer(c, pricey, 5)).status).toBe(201);
-    expect((await postOffer(c, fair, 1.5)).status).toBe(201);
+    expect((await postOffer(c.url, pricey, 5)).status).toBe(201);
+    expect((await postOffer(c.url, fair, 1.5)).status).toBe(201);
     // A bad offer is refused with the field to blame.
     const bad = await fetch(`${c.url}/api/v1/offers`, {
       method: 'POST',
@@ -78,18 +54,18 @@ describe.each(STORE_KINDS)('marketplace lease filters on %s', (kind) => {
     );
     const p = await signedWorker(c.url, pricey);
     // Nothing else to do: the pricey worker is idle, asked again and again.
-    for (let i = 0; i < 3; i++) expect(await tryLease(p)).toBeNull();
+    for (let i = 0; i < 3; i++) expect(await p.tryLease()).toBeNull();
 
     // Once an open job exists, the pricey worker gets that one, never the capped one.
     const open = await postJob(c.url, oneRound({ name: 'open', unitsPerRound: 2, budget: 1 }));
-    const got = await tryLease(p);
+    const got = await p.tryLease();
     expect(got).not.toBeNull();
     expect(await jobOf(c, got!.leaseId)).toBe(open.id);
 
     // A worker whose offer is under the cap gets the capped job's units (it is older, so first) and is paid at its
     // own offer, not the cap.
     const f = await signedWorker(c.url, fair);
-    const lease = await tryLease(f);
+    const lease = await f.tryLease();
     expect(lease).not.toBeNull();
     expect(await jobOf(c, lease!.leaseId)).toBe(capped.id);
     const { out } = await f.train(lease!);
@@ -155,7 +131,7 @@ describe.each(STORE_KINDS)('marketplace lease filters on %s', (kind) => {
     const warmup = await postJob(c.url, oneRound({ name: 'warm-up', unitsPerRound: 1 }));
     const u = await signedWorker(c.url, flaky);
     for (let i = 0; i < 5; i++) {
-      const l = await tryLease(u);
+      const l = await u.tryLease();
       expect(l).not.toBeNull();
       u.send({ type: 'release', leaseId: l!.leaseId });
       await new Promise((r) => setTimeout(r, 100));
@@ -174,13 +150,13 @@ describe.each(STORE_KINDS)('marketplace lease filters on %s', (kind) => {
       c.url,
       oneRound({ name: 'strict', unitsPerRound: 2, market: { minReliability: 0.8 } }),
     );
-    for (let i = 0; i < 3; i++) expect(await tryLease(u)).toBeNull();
+    for (let i = 0; i < 3; i++) expect(await u.tryLease()).toBeNull();
     const n = await signedWorker(c.url, fresh);
-    const l = await tryLease(n);
+    const l = await n.tryLease();
     expect(l).not.toBeNull();
     expect(await jobOf(c, l!.leaseId)).toBe(strict.id);
     // Still nothing for the flaky worker, even with a unit of the job free.
-    expect(await tryLease(u)).toBeNull();
+    expect(await u.tryLease()).toBeNull();
     const strictLeases = await c.db.query<{ n: number }>(
       'SELECT count(*)::int AS n FROM leases WHERE job_id = $1 AND account = $2',
       [strict.id, flaky.address],
@@ -200,11 +176,11 @@ describe.each(STORE_KINDS)('marketplace lease filters on %s', (kind) => {
     const tight = await postJob(c.url, oneRound({ name: 'tight', unitsPerRound: 3, budget: 0.0002 }));
     const a = await signedWorker(c.url, `tight-a-${kind}`);
     const b = await signedWorker(c.url, `tight-b-${kind}`);
-    const first = await tryLease(a);
+    const first = await a.tryLease();
     expect(first).not.toBeNull();
     expect(await jobOf(c, first!.leaseId)).toBe(tight.id);
     // While that unit is in flight, the rest of the escrow (83) cannot pay another.
-    expect(await tryLease(b)).toBeNull();
+    expect(await b.tryLease()).toBeNull();
     const res = await c.app.inject({
       method: 'GET',
       url: `/api/v1/jobs/${tight.id}`,

@@ -3,9 +3,8 @@ import '@tensorflow/tfjs-backend-wasm';
 import { afterAll, afterEach, beforeAll, describe, expect, it } from 'vitest';
 import { toMicro } from '../coordinator/credits/money.js';
 import { compareRank, marketWorkerRanking } from '../coordinator/market/index.js';
-import type { LeaseMsg } from '../shared/protocol/messages.js';
 import { postJob, smallMnistJob, startTestCoordinator, type TestCoordinator, testStore } from './helpers/cluster.js';
-import { apiKeyFor, bearer, signedWorker, type TestIdentity, testIdentity } from './helpers/identities.js';
+import { bearer, postOffer, signedWorker, type TestIdentity, testIdentity } from './helpers/identities.js';
 import type { RawWorker } from './helpers/raw-worker.js';
 import { STORE_KINDS } from './helpers/stores.js';
 
@@ -16,34 +15,10 @@ beforeAll(async () => {
   await tf.ready();
 });
 
-/** One request: the lease it brings, or null when the coordinator answers idle. */
-async function tryLease(w: RawWorker): Promise<LeaseMsg | null> {
-  w.send({ type: 'request' });
-  for (;;) {
-    const m = await w.next(10_000);
-    if (m.type === 'lease') return m;
-    if (m.type === 'idle') return null;
-  }
-}
-
-async function postOffer(c: TestCoordinator, who: TestIdentity, price: number): Promise<void> {
-  const r = await fetch(`${c.url}/api/v1/offers`, {
-    method: 'POST',
-    headers: { 'content-type': 'application/json', ...bearer(await apiKeyFor(c.url, who)) },
-    body: JSON.stringify({
-      minPricePerTflop: price,
-      deviceClass: 'webgpu-discrete',
-      benchmark: { examplesPerSecond: 5000, backend: 'webgpu' },
-      hoursAvailable: 8,
-    }),
-  });
-  expect(r.status).toBe(201);
-}
-
 /** A signed worker that has asked once and been told idle: it waits for work to be pushed. */
 async function idleWorker(c: TestCoordinator, who: TestIdentity): Promise<RawWorker> {
   const w = await signedWorker(c.url, who);
-  expect(await tryLease(w)).toBeNull();
+  expect(await w.tryLease()).toBeNull();
   return w;
 }
 
@@ -103,8 +78,8 @@ describe.each(STORE_KINDS)('cheapest reliable first on %s', (kind) => {
     const a = testIdentity(`rank-a-${kind}`);
     const b = testIdentity(`rank-b-${kind}`);
     const v = testIdentity(`rank-volunteer-${kind}`);
-    await postOffer(c, a, 4);
-    await postOffer(c, b, 0.5);
+    expect((await postOffer(c.url, a, 4)).status).toBe(201);
+    expect((await postOffer(c.url, b, 0.5)).status).toBe(201);
     const rank = marketWorkerRanking(c.db, { defaultPricePerTflop: toMicro(1), reliabilityMinLeases: 2 });
     const order = await rank([
       { workerId: 'w1', account: a.address },
@@ -117,8 +92,8 @@ describe.each(STORE_KINDS)('cheapest reliable first on %s', (kind) => {
   it('a new unit goes to the cheaper of two idle workers, even when the expensive one connected first', async () => {
     const pricey = testIdentity(`order-pricey-${kind}`);
     const cheap = testIdentity(`order-cheap-${kind}`);
-    await postOffer(c, pricey, 3);
-    await postOffer(c, cheap, 1.5);
+    expect((await postOffer(c.url, pricey, 3)).status).toBe(201);
+    expect((await postOffer(c.url, cheap, 1.5)).status).toBe(201);
     await connect(pricey);
     const ch = await connect(cheap);
 
@@ -133,7 +108,7 @@ describe.each(STORE_KINDS)('cheapest reliable first on %s', (kind) => {
 
   it('a round of fewer units than idle workers goes to the cheapest ones', async () => {
     const ids = [3, 2.5, 1.5, 2].map((price, i) => ({ who: testIdentity(`round-${i}-${kind}`), price }));
-    for (const { who, price } of ids) await postOffer(c, who, price);
+    for (const { who, price } of ids) expect((await postOffer(c.url, who, price)).status).toBe(201);
     // Most expensive first in connection order.
     const workers: RawWorker[] = [];
     for (const { who } of ids) workers.push(await connect(who));
@@ -147,13 +122,13 @@ describe.each(STORE_KINDS)('cheapest reliable first on %s', (kind) => {
   it('at the same price, the reliable worker gets the unit before the unreliable one', async () => {
     const flaky = testIdentity(`tie-flaky-${kind}`);
     const steady = testIdentity(`tie-steady-${kind}`);
-    await postOffer(c, flaky, 2);
-    await postOffer(c, steady, 2);
+    expect((await postOffer(c.url, flaky, 2)).status).toBe(201);
+    expect((await postOffer(c.url, steady, 2)).status).toBe(201);
     // The flaky worker takes two units and gives each back: reliability 0 of 2, known.
     const warmup = await post(oneRound({ name: 'warm-up', unitsPerRound: 1 }));
     const f = await connect(flaky, false);
     for (let i = 0; i < 2; i++) {
-      const l = await tryLease(f);
+      const l = await f.tryLease();
       expect(l).not.toBeNull();
       f.send({ type: 'release', leaseId: l!.leaseId });
       await new Promise((r) => setTimeout(r, 100));
@@ -164,7 +139,7 @@ describe.each(STORE_KINDS)('cheapest reliable first on %s', (kind) => {
     };
     expect(view.reliability).toMatchObject({ value: 0, known: true });
     // The flaky worker is idle and connected first; the steady one (a newcomer, reliability 1) second.
-    expect(await tryLease(f)).toBeNull();
+    expect(await f.tryLease()).toBeNull();
     const s = await connect(steady);
 
     const job = await post(oneRound({ name: 'tie', unitsPerRound: 1 }));

@@ -122,3 +122,17 @@ export async function apiKeyFor(url: string, who: string | TestIdentity, label =
 }
 
 export const bearer = (key: string): Record<string, string> => ({ authorization: `Bearer ${key}` });
+
+/** Posts a marketplace offer for `who` (signed in through its API key) at `price` credits per TFLOP. */
+export async function postOffer(url: string, who: TestIdentity, price: number): Promise<Response> {
+  return fetch(`${url}/api/v1/offers`, {
+    method: 'POST',
+    headers: { 'content-type': 'application/json', ...bearer(await apiKeyFor(url, who)) },
+    body: JSON.stringify({
+      minPricePerTflop: price,
+      deviceClass: 'webgpu-discrete',
+      benchmark: { examplesPerSecond: 5000, backend: 'webgpu' },
+      hoursAvailable: 8,
+    }),
+  });
+}

@@ -139,6 +139,16 @@ export class RawWorker {
     await this.nextOf('welcome');
   }
 
+  /** One request: the lease it brings, or null when the coordinator answers idle. */
+  async tryLease(timeoutMs = 10_000): Promise<LeaseMsg | null> {
+    this.send({ type: 'request' });
+    for (;;) {
+      const m = await this.next(timeoutMs);
+      if (m.type === 'lease') return m;
+      if (m.type === 'idle') return null;
+    }
+  }
+
   /** Asks for work until a lease arrives. */
   async lease(timeoutMs = 30_000): Promise<LeaseMsg> {
     const end = Date.now() + timeoutMs;
