@@ -1,11 +1,10 @@
 import { type Static, Type } from '@sinclair/typebox';
+import { Address } from './address-schema.js';
 
 /**
  * REST schemas of account links (coordinator/api/account-link.ts): a local key hands its credit to a wallet, both
  * signing the message of shared/identity/account-link.ts. Amounts in integer micro-credits.
  */
-
-const Address = Type.String({ pattern: '^0x[0-9a-fA-F]{40}$', description: 'EIP-55 address' });
 
 export const LinkNonceView = Type.Object({
   nonce: Type.String({ description: 'Single use; only for an account link.' }),

@@ -1,6 +1,6 @@
 import type { LinkInput, LinkNonceView, LinkView } from './account-link-api.js';
 import type { ApiError, DatasetView, JobSpec, JobView } from './job-spec.js';
-import type { AccountView, CreditView, MarketView } from './market-api.js';
+import type { AccountView, CreditView, MarketView, NonceView } from './market-api.js';
 
 /**
  * A small typed client of the coordinator's requester REST API (/api/v1), for the dashboard and for requesters'
@@ -35,14 +35,8 @@ export class ApiRequestError extends Error implements ApiError {
   }
 }
 
-export interface AuthNonce {
-  nonce: string;
-  domain: string;
-  chainId: number;
-  uri: string;
-  statement: string;
-  expiresAt: number;
-}
+/** GET /auth/nonce: the schema's type (shared/protocol/market-api.ts NonceView). */
+export type AuthNonce = NonceView;
 
 export interface UploadOptions {
   signal?: AbortSignal;

@@ -1,12 +1,12 @@
 import { type Static, Type } from '@sinclair/typebox';
 import { LinkRef } from './account-link-api.js';
+import { Address } from './address-schema.js';
 
 /**
  * REST schemas of accounts, sign-in, credits and the marketplace (coordinator/api/{auth,accounts,market}.ts).
  * Inputs in credits (what people type); ledger amounts out in integer micro-credits (1 credit = 1,000,000), exact.
  */
 
-const Address = Type.String({ pattern: '^0x[0-9a-fA-F]{40}$', description: 'EIP-55 address' });
 const Micro = (description: string) => Type.Integer({ description: `${description} (micro-credits)` });
 
 // ---- sign-in and API keys -----------------------------------------------------------------------------------------
