@@ -433,6 +433,8 @@ interface FleetResult {
   rows: Map<string, RowStats>;
   honestAudits: { pairs: number; crossBackend: number; falsePositives: number; worstDistance: number };
   honestCheapFalsePositives: number;
+  /** Honest results a statistical cheap check flagged: audited, never refused. */
+  honestSuspects: number;
   honestUnits: number;
   all: Costs;
   steady: Costs;
@@ -555,6 +557,7 @@ async function runFleet(
   const steady = newCosts();
   const honestAudits = { pairs: 0, crossBackend: 0, falsePositives: 0, worstDistance: 0 };
   let honestCheapFalsePositives = 0;
+  let honestSuspects = 0;
   let honestUnits = 0;
   const disputes = { count: 0, refereeSteps: 0, segments: 0, reveals: 0 };
   const spotChecks = { count: 0, failed: 0, refereeSteps: 0 };
@@ -666,12 +669,14 @@ async function runFleet(
         honestCheapFalsePositives++;
         log(`  honest result failed cheap check: ${cheap.reason}`);
       }
+      // A statistical check failed: the coordinator audits the result whatever the draw (never refuses it).
+      if (cheap.suspect && !sub.cheated) honestSuspects++;
 
       let winner: WeightSet | null = cheap.ok ? sub.delta : null;
       let primaryValid = cheap.ok;
       // 3. Audit: a second worker, another account on another address, does the same unit blind. A dispute winner
       //    is re-audited by yet another worker until it matches someone (at most MAX_REAUDITS times).
-      if (audit) {
+      if (audit || cheap.suspect) {
         if (sub.cheated) r.audited++;
         await useBackend(COORDINATOR_BACKEND);
         const referee = new TrainUnitReferee({
@@ -834,6 +839,7 @@ async function runFleet(
     rows,
     honestAudits,
     honestCheapFalsePositives,
+    honestSuspects,
     honestUnits,
     all,
     steady,
@@ -1180,6 +1186,8 @@ async function main(): Promise<void> {
       audits: honestAuditTotal,
       crossBackend: crossTotal,
       falsePositives,
+      // Flagged by a statistical cheap check and therefore audited (costs an audit, never a penalty).
+      suspects: adv.honestSuspects + clean.honestSuspects,
       worstDistance: worstHonest,
       pairs: { count: pairs.pairs, steps: PAIR_STEPS, k: PAIR_K, batch: PAIR_B, ms: pairs.ms },
       webgpu,

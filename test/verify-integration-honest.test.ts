@@ -131,3 +131,99 @@ describe('cheap checks on every result', () => {
     }
   });
 });
+
+describe('a statistical cheap check that honest work fails', () => {
+  it('makes the result suspect: audited whatever the draw, never refused or punished, accepted once the audit matches', async () => {
+    const c = await startTestCoordinator(testStore('pglite'));
+    // Draws never ask for an audit of a trusted account; the progress check is off for the control unit.
+    c.scheduler.verification.configure({
+      selfAuditAfterMs: null,
+      rng: () => 0.999,
+      cheapCheckBounds: { minQuarterSteps: 10_000 },
+    });
+    const alice = await signedWorker(c.url, 'suspect-alice');
+    const bob = await signedWorker(c.url, 'suspect-bob');
+    try {
+      await c.db.query(
+        `INSERT INTO account_trust (account, consecutive_valid, total_valid, failures, updated_at)
+         VALUES ($1, 100, 100, 0, $2)`,
+        [alice.account, Date.now()],
+      );
+      const job = await postJob(
+        c.url,
+        auditedJob({ unitsPerRound: 2, verification: { minAuditProbability: 0, checkpointEvery: 2, tolerance: 0 } }),
+      );
+      const submitHonest = async (w: RawWorker) => {
+        const lease = await w.lease();
+        const { out } = await w.train(lease);
+        const payload = encodeWeights(out.delta);
+        const answer = await w.submit(RawWorker.header(lease, out, payload), payload);
+        // Leases are blind (no unit index); the coordinator's unit row is found by its data seed.
+        const unit = await c.db.query<{ idx: number }>('SELECT idx FROM units WHERE job_id = $1 AND data_seed = $2', [
+          job.id,
+          lease.unit.dataSeed,
+        ]);
+        return { answer, idx: unit.rows[0].idx };
+      };
+      // Control: nothing suspect, a trusted account, a draw that says no: accepted at once, no audit.
+      const first = await submitHonest(alice);
+      expect(first.answer).toMatchObject({ type: 'ack' });
+      expect((await resultsOf(c, job.id)).map((r) => [r.idx, r.status])).toEqual([[first.idx, 'accepted']]);
+
+      // Now the progress check fails for any work at all (improvement must exceed 100%), as it rarely does for
+      // honest units with the real bounds.
+      c.scheduler.verification.configure({
+        cheapCheckBounds: {
+          claimedProgress: -1,
+          claimedProgressAbs: Number.NEGATIVE_INFINITY,
+          minQuarterSteps: 1,
+          minRelativeImprovement: 2,
+          progressSlack: 0,
+        },
+      });
+      const second = await submitHonest(alice);
+      expect(second.answer).toMatchObject({ type: 'ack' });
+      const idx = second.idx;
+      expect(idx).not.toBe(first.idx);
+      const held = (await resultsOf(c, job.id)).find((r) => r.idx === idx)!;
+      expect(held).toMatchObject({ account: alice.account, status: 'pending' });
+      const unit = await c.db.query<{ status: string; audit_of: string }>(
+        'SELECT status, audit_of FROM units WHERE job_id = $1 AND idx = $2',
+        [job.id, idx],
+      );
+      expect(unit.rows[0]).toEqual({ status: 'pending', audit_of: held.id });
+      const [suspect] = await events(c, job.id, 'cheap-check');
+      expect(suspect).toMatchObject({ account: alice.account, result_id: held.id, outcome: 'suspect: no_progress' });
+      expect(await getTrust(c.db, alice.account)).toMatchObject({ failures: 0 });
+
+      // Bob gets the audit copy (blind), his honest copy is suspect too: the audit's exact comparison decides.
+      const copy = await submitHonest(bob);
+      expect(copy.idx).toBe(idx);
+      expect(copy.answer).toMatchObject({ type: 'ack' });
+      const done = await waitFor(
+        'job completion',
+        async () => {
+          const j = await getJob(c.url, job.id);
+          return j.status === 'completed' ? j : null;
+        },
+        60_000,
+      );
+      expect(done.unitsDone).toBe(2);
+      const rs = (await resultsOf(c, job.id)).filter((r) => r.idx === idx);
+      expect(rs.map((r) => [r.account, r.status])).toEqual([
+        [alice.account, 'accepted'],
+        [bob.account, 'confirmed'],
+      ]);
+      const [audit] = await events(c, job.id, 'audit');
+      expect(audit.detail.parties.a.verdict).toBe('valid');
+      expect(audit.detail.parties.b.verdict).toBe('valid');
+      expect(await events(c, job.id, 'forfeit')).toHaveLength(0);
+      expect(await getTrust(c.db, alice.account)).toMatchObject({ failures: 0, consecutiveValid: 102 });
+      expect(await getTrust(c.db, bob.account)).toMatchObject({ failures: 0 });
+    } finally {
+      alice.close();
+      bob.close();
+      await c.destroy();
+    }
+  });
+});

@@ -399,7 +399,9 @@ export class Scheduler extends EventEmitter {
     const problem =
       (await this.cheapChecks(job, header, payload)) ??
       (await this.verification.checkResult(job, { round: lease.round, idx: lease.idx }, header, payload));
-    if (problem) {
+    // Only exact checks refuse; a suspect result (a statistical check failed) is held for an audit below.
+    const suspect = problem?.suspect ? problem : null;
+    if (problem && !suspect) {
       await this.recordRejection(lease, header, problem.code, problem.reason, who.address);
       await this.verification.onCheapCheckFailed(job, lease, problem.code, problem.reason);
       return reject(problem.code, problem.reason);
@@ -420,6 +422,7 @@ export class Scheduler extends EventEmitter {
           account: lease.account,
           address: who.address,
           resultId,
+          suspect,
         });
         if (route === 'refuse') throw new UnitSettled();
         if (route === 'accept') {
@@ -495,7 +498,7 @@ export class Scheduler extends EventEmitter {
     job: JobRow,
     header: ResultHeader,
     payload: Uint8Array,
-  ): Promise<{ code: string; reason: string } | null> {
+  ): Promise<{ code: string; reason: string; suspect?: false } | null> {
     if (sha256Hex(payload) !== header.deltaHash) {
       return { code: 'hash_mismatch', reason: 'the delta bytes do not hash to deltaHash' };
     }

@@ -4,7 +4,7 @@ import { trainUnit } from '../../shared/train/train-unit.js';
 import type { Dataset, TrainUnitSpec, WeightSet } from '../../shared/train/types.js';
 import { decodeWeights } from '../../shared/train/weights-format.js';
 import type { DisputeParty, PartyId } from '../../shared/verify/bisect.js';
-import { cheapCheck } from '../../shared/verify/cheap-checks.js';
+import { type CheapCheckBounds, cheapCheck, DEFAULT_CHEAP_CHECK_BOUNDS } from '../../shared/verify/cheap-checks.js';
 import { checkpointEvery, getJobRow, type JobRow } from '../scheduler/job-repo.js';
 import type { WeightCache } from '../scheduler/round-weights.js';
 import type { SchedulerHooks } from '../scheduler/scheduler.js';
@@ -56,6 +56,8 @@ export interface VerifyOptions {
   /** Global floor of the audit probability for trusted accounts (shared/verify/trust.ts default unless set). */
   policyFloor?: number;
   spotCheckOnMatch?: boolean;
+  /** Bounds of the cheap checks (shared/verify/cheap-checks.ts defaults unless set; tests tighten them). */
+  cheapCheckBounds?: Partial<CheapCheckBounds>;
 }
 
 export const DEFAULT_VERIFY_OPTIONS: VerifyOptions = {
@@ -110,6 +112,13 @@ interface UnitRow {
 
 /** Codes of transport-level failures: refused, but no evidence of cheating (a corrupted upload, a client bug). */
 const NOT_PUNISHED = new Set(['hash_mismatch', 'malformed_delta', 'bad_header']);
+
+/** A failed check of checkResult; suspect: only a statistical one failed (audit the result, do not refuse it). */
+export interface CheckProblem {
+  code: string;
+  reason: string;
+  suspect: boolean;
+}
 
 export class AuditCoordinator {
   private opts: VerifyOptions;
@@ -212,30 +221,35 @@ export class AuditCoordinator {
   /**
    * The cheap checks of shared/verify/cheap-checks.ts on a result whose bytes already parsed with the model's shapes:
    * loss trace against coordinator-side forward passes (first loss, final loss, progress), delta norm, commitments.
-   * Returns the reject code and reason, or null.
+   * Returns null when all pass; otherwise the code and reason, with suspect = true when only a statistical check failed
+   * (the result is then audited, never refused: routeResult).
    */
   async checkResult(
     job: JobRow,
     unit: { round: number; idx: number },
     header: ResultHeader,
     payload: Uint8Array,
-  ): Promise<{ code: string; reason: string } | null> {
+  ): Promise<CheckProblem | null> {
     const inputs = await this.unitInputs(job, await this.dataSeed(this.port.db, job.id, unit.round, unit.idx));
-    const r = await cheapCheck({
-      model: inputs.model,
-      dataset: inputs.dataset,
-      loss: inputs.spec.loss,
-      steps: inputs.spec.steps,
-      batchSize: inputs.spec.batchSize,
-      checkpointEvery: inputs.k,
-      indices: inputs.indices,
-      startWeights: inputs.startWeights,
-      delta: decodeWeights(payload),
-      checkpoints: header.checkpoints,
-      losses: header.losses,
-    });
+    const r = await cheapCheck(
+      {
+        model: inputs.model,
+        dataset: inputs.dataset,
+        loss: inputs.spec.loss,
+        steps: inputs.spec.steps,
+        batchSize: inputs.spec.batchSize,
+        checkpointEvery: inputs.k,
+        indices: inputs.indices,
+        startWeights: inputs.startWeights,
+        delta: decodeWeights(payload),
+        checkpoints: header.checkpoints,
+        losses: header.losses,
+      },
+      { ...DEFAULT_CHEAP_CHECK_BOUNDS, ...this.opts.cheapCheckBounds },
+    );
     await addCost(this.port.db, costKey(job, unit.round, unit.idx), { cheapExamples: r.forwardExamples });
-    return r.ok ? null : { code: r.code.replaceAll('-', '_'), reason: r.reason };
+    if (r.ok && !r.suspect) return null;
+    return { code: r.code.replaceAll('-', '_'), reason: r.reason, suspect: r.suspect };
   }
 
   /**
@@ -244,7 +258,16 @@ export class AuditCoordinator {
    */
   async routeResult(
     q: Queryable,
-    r: { job: JobRow; round: number; idx: number; account: string; address?: string; resultId: string },
+    r: {
+      job: JobRow;
+      round: number;
+      idx: number;
+      account: string;
+      address?: string;
+      resultId: string;
+      /** A statistical cheap check failed (checkResult): audited whatever the draw. */
+      suspect?: CheckProblem | null;
+    },
   ): Promise<ResultRoute> {
     const { rows } = await q.query<UnitRow>(
       'SELECT status, audit_of, data_seed, result_id FROM units WHERE job_id = $1 AND round = $2 AND idx = $3 FOR UPDATE',
@@ -271,7 +294,19 @@ export class AuditCoordinator {
     }
     const trust = await getTrust(q, r.account);
     await addCost(q, cost, { workerSteps: r.job.spec.localSteps });
-    if (!this.engine.shouldAudit(trust, this.policy(r.job))) return 'accept';
+    if (r.suspect) {
+      await recordEvent(q, {
+        kind: 'cheap-check',
+        jobId: r.job.id,
+        round: r.round,
+        idx: r.idx,
+        account: r.account,
+        resultId: r.resultId,
+        outcome: `suspect: ${r.suspect.code}`,
+        reason: `${r.suspect.reason}; audited instead of refused (a statistical check, which honest units can fail)`,
+        at: this.now(),
+      });
+    } else if (!this.engine.shouldAudit(trust, this.policy(r.job))) return 'accept';
     await q.query(
       `UPDATE units SET status = 'pending', audit_of = $4, audit_since = $5, settle_claimed_at = NULL
        WHERE job_id = $1 AND round = $2 AND idx = $3`,
