@@ -7,6 +7,7 @@ import { accountLinkApi } from './api/account-link.js';
 import { accountsApi } from './api/accounts.js';
 import { authApi, BEARER, RequestAuth, workerGatewayAuth } from './api/auth.js';
 import { blobsApi } from './api/blobs.js';
+import { closeKeepAliveOnShutdown } from './api/close-keep-alive.js';
 import { datasetsApi } from './api/datasets.js';
 import { installErrorHandler } from './api/errors.js';
 import { jobsApi } from './api/jobs.js';
@@ -81,6 +82,7 @@ export async function startCoordinator(overrides: Partial<CoordinatorConfig> = {
     ajv: { customOptions: { removeAdditional: false, coerceTypes: false, allErrors: false } },
   });
   const log = (msg: string, extra?: object) => app.log.info(extra ?? {}, msg);
+  closeKeepAliveOnShutdown(app);
 
   // SIWE messages name the authority clients reach us on. Without PUBLIC_DOMAIN it is known only once the server
   // listens (port 0 in tests), so Accounts reads it through a getter.

@@ -1,3 +1,4 @@
+import http from 'node:http';
 import * as tf from '@tensorflow/tfjs';
 import '@tensorflow/tfjs-backend-wasm';
 import { beforeAll, describe, expect, it } from 'vitest';
@@ -140,6 +141,49 @@ describe('coordinator restarts mid-job', () => {
       await c.destroy();
     }
   }, 330_000);
+});
+
+describe('coordinator shutdown', () => {
+  it('does not wait for the keep-alive socket of a request that was in flight when close began', async () => {
+    const c = await startTestCoordinator(testStore('pglite'));
+    const { port } = new URL(c.url);
+    const agent = new http.Agent({ keepAlive: true });
+    try {
+      // An upload whose body is still arriving when close() is called: its response goes out on a keep-alive socket.
+      const answered = new Promise<number>((resolve, reject) => {
+        const req = http.request(
+          {
+            host: '127.0.0.1',
+            port,
+            path: '/api/v1/datasets',
+            method: 'POST',
+            agent,
+            headers: { ...bearer(c.requester.apiKey), 'content-type': 'application/octet-stream', 'content-length': 8 },
+          },
+          (res) => {
+            res.resume();
+            res.on('end', () => resolve(res.statusCode ?? 0));
+          },
+        );
+        req.on('error', reject);
+        req.write(Buffer.alloc(4));
+        setTimeout(() => req.end(Buffer.alloc(4)), 300);
+      });
+      await new Promise((r) => setTimeout(r, 100));
+      const t0 = Date.now();
+      // Without the fix Node holds the socket, and so close(), for Fastify's keepAliveTimeout (72 s).
+      const closed = await Promise.race([
+        c.close().then(() => true),
+        new Promise<false>((r) => setTimeout(() => r(false), 15_000)),
+      ]);
+      expect(closed, `close() still waiting after ${Date.now() - t0} ms`).toBe(true);
+      // The request in flight was answered (the upload is not a dataset), not cut off.
+      expect(await answered).toBe(400);
+    } finally {
+      agent.destroy();
+      await c.destroy();
+    }
+  }, 60_000);
 });
 
 describe('bad input', () => {
