@@ -199,7 +199,7 @@ describe('audits and disputes with real training', () => {
     expect(s.dispute?.reveals).toBeLessThanOrEqual(2 * (1 + 3 + 1));
   });
 
-  it('a party that does not answer a reveal within its deadline loses; the other goes to a re-audit', async () => {
+  it('a cheater that goes silent in a dispute loses by a run of the whole unit; the answering party is valid', async () => {
     const cheat = await poisonedRun('cpu', 10, 1e-1);
     const engine = new VerificationEngine({ rng: mulberry32Float(3), revealTimeoutMs: 150 });
     await useBackend('wasm');
@@ -208,19 +208,57 @@ describe('audits and disputes with real training', () => {
     const t0 = Date.now();
     const s = await engine.settleAudit({ a: party('bob', wasmRun), b: silent, unit: unitCtx(), referee });
     expect(Date.now() - t0).toBeLessThan(10_000);
-    expect(s.dispute?.by).toBe('forfeit');
+    expect(s.dispute).toMatchObject({ by: 'recompute', outcome: 'a-wins', losers: ['b'], refereeSteps: STEPS });
     expect(s.dispute?.faults[0]?.code).toBe('reveal-timeout');
-    expect(s.verdicts).toEqual({ a: 'reaudit', b: 'invalid' });
-    expect(referee.segments).toBe(0);
-    // The re-audit: the winner against a fresh honest result (cpu) matches and passes its spot check.
-    const again = await engine.settleAudit({
-      a: party('bob', wasmRun),
-      b: party('carol', cpuRun),
-      unit: unitCtx(),
-      referee,
-    });
-    expect(again.verdicts).toEqual({ a: 'valid', b: 'valid' });
+    expect(s.dispute?.distances?.a).toBeLessThan(tau);
+    expect(s.dispute?.distances?.b).toBeGreaterThan(tau);
+    // Bob's delta reproduced the whole unit: verified outright, no re-audit needed.
+    expect(s.verdicts).toEqual({ a: 'valid', b: 'invalid' });
+    expect(s.reasons.b).toMatch(/mallory: its delta is .* from the referee's run of the whole unit/);
     expect(referee.segments).toBe(1);
+    expect(referee.stepsRun).toBe(STEPS);
+  });
+
+  it('an honest party that goes silent (a closed tab) is not accused: the whole-unit run clears it, the cheater loses', async () => {
+    const cheat = await poisonedRun('cpu', 6, 1e-1);
+    const engine = new VerificationEngine({ rng: mulberry32Float(5), revealTimeoutMs: 150 });
+    await useBackend('wasm');
+    const referee = new TrainUnitReferee(unitInputs());
+    // The honest volunteer reloaded the page: it says it no longer holds the states.
+    const gone = {
+      ...party('bob', cpuRun),
+      reveal: () => Promise.reject(new Error('no longer holds the states of this lease')),
+    };
+    const s = await engine.settleAudit({ a: party('mallory', cheat), b: gone, unit: unitCtx(), referee });
+    expect(s.dispute).toMatchObject({ by: 'recompute', outcome: 'b-wins', losers: ['a'] });
+    expect(s.dispute?.faults.map((f) => [f.party, f.code])).toEqual([['b', 'reveal-error']]);
+    expect(s.verdicts).toEqual({ a: 'invalid', b: 'valid' });
+    expect(referee.stepsRun).toBe(STEPS);
+
+    // Matching results, and the spot-checked party is the silent one: it is cleared by the whole run too.
+    const both = await engine.settleAudit({
+      a: { ...party('carol', wasmRun), reveal: () => new Promise<WeightSet>(() => {}) },
+      b: { ...party('dave', cpuRun), reveal: () => new Promise<WeightSet>(() => {}) },
+      unit: unitCtx(),
+      referee: new TrainUnitReferee(unitInputs()),
+    });
+    expect(both.compare.verdict).toBe('match');
+    expect(both.verdicts).toEqual({ a: 'valid', b: 'valid' });
+    const checked = Object.values(both.spotChecks);
+    expect(checked).toHaveLength(1);
+    expect(checked[0]).toMatchObject({ ok: true, fault: { code: 'reveal-timeout' }, recomputed: { steps: STEPS } });
+
+    // Shutting down: no whole-unit run, the silence stays unjudged (the caller discards the settlement).
+    const idle = new TrainUnitReferee(unitInputs());
+    const cut = await engine.settleAudit({
+      a: party('mallory', cheat),
+      b: gone,
+      unit: unitCtx(),
+      referee: idle,
+      stop: () => true,
+    });
+    expect(cut.dispute?.by).toBe('forfeit');
+    expect(idle.stepsRun).toBe(0);
   });
 
   it('a revealed state that does not hash to the commitment loses the dispute', async () => {

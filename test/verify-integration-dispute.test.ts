@@ -5,6 +5,7 @@ import type { ForfeitRecord } from '../coordinator/verify/store.js';
 import { getTrust, verificationCost } from '../coordinator/verify/store.js';
 import { trainUnit } from '../shared/train/train-unit.js';
 import { encodeWeights } from '../shared/train/weights-format.js';
+import { DEFAULT_TOLERANCE } from '../shared/verify/tolerance.js';
 import { getJob, postJob, startTestCoordinator, testStore, waitFor } from './helpers/cluster.js';
 import { signedWorker } from './helpers/identities.js';
 import { RawWorker } from './helpers/raw-worker.js';
@@ -158,7 +159,7 @@ describe('reveal rules', () => {
     }
   });
 
-  it('a party that vanishes during the dispute loses once its reveal deadline passes', async () => {
+  it('a cheater that vanishes during the dispute loses once its reveal deadline passes, by a run of the whole unit', async () => {
     const c = await startTestCoordinator(testStore('pglite'));
     const deadline = 1_500;
     c.scheduler.verification.configure({ revealTimeoutMs: deadline, selfAuditAfterMs: null });
@@ -182,13 +183,59 @@ describe('reveal rules', () => {
       await bob.submit(RawWorker.header(leaseB, out, payloadB), payloadB);
       const audit = await waitFor('the dispute', async () => (await events(c, job.id, 'audit'))[0], 30_000);
       expect(Date.now() - t0).toBeGreaterThanOrEqual(deadline);
-      expect(audit.detail.dispute).toMatchObject({ by: 'forfeit', losers: [ghost.account], refereeSteps: 0 });
+      // Silence alone proves nothing: the referee ran the whole unit (16 steps) and the ghost's delta is not it.
+      expect(audit.detail.dispute).toMatchObject({ by: 'recompute', losers: [ghost.account], refereeSteps: 16 });
       expect(audit.detail.dispute.faults).toEqual([expect.objectContaining({ party: 'a', code: 'reveal-timeout' })]);
-      expect(audit.detail.parties.b).toMatchObject({ account: bob.account, verdict: 'reaudit' });
+      // Bob's delta is the whole run's: accepted outright, no re-audit.
+      expect(audit.detail.parties.b).toMatchObject({ account: bob.account, verdict: 'valid' });
       const rs = await resultsOf(c, job.id);
-      expect(rs.map((r) => r.status)).toEqual(['rejected', 'pending']);
+      expect(rs.map((r) => r.status)).toEqual(['rejected', 'accepted']);
       expect(await getTrust(c.db, ghost.account)).toMatchObject({ failures: 1, consecutiveValid: 0 });
       expect(await getTrust(c.db, bob.account)).toMatchObject({ failures: 0 });
+    } finally {
+      for (const w of workers) w.close();
+      await c.destroy();
+    }
+  });
+  it('an honest volunteer that closes its tab during the dispute is not accused: the whole-unit run clears it', async () => {
+    const c = await startTestCoordinator(testStore('pglite'));
+    const deadline = 1_500;
+    c.scheduler.verification.configure({ revealTimeoutMs: deadline, selfAuditAfterMs: null });
+    const workers: RawWorker[] = [];
+    try {
+      const job = await postJob(c.url, auditedJob());
+      const mallory = await signedWorker(c.url, 'verify-mallory-tab');
+      const bob = await signedWorker(c.url, 'verify-bob-tab');
+      workers.push(mallory, bob);
+      const lease = await mallory.lease();
+      const cheat = await poisonedRun(await mallory.unitInputs(lease), 8, 1e-2);
+      // Mallory stays and answers every reveal from its forged (self-consistent) states.
+      mallory.states.set(lease.leaseId, cheat.checkpointStates);
+      const payload = encodeWeights(cheat.delta);
+      expect(await mallory.submit(RawWorker.header(lease, cheat, payload), payload)).toMatchObject({ type: 'ack' });
+
+      // Bob does the audit copy honestly, uploads it, and closes the tab before anyone asks for his states.
+      const leaseB = await bob.lease();
+      const { out } = await bob.train(leaseB);
+      const payloadB = encodeWeights(out.delta);
+      expect(await bob.submit(RawWorker.header(leaseB, out, payloadB), payloadB)).toMatchObject({ type: 'ack' });
+      bob.vanish();
+
+      const audit = await waitFor('the dispute', async () => (await events(c, job.id, 'audit'))[0], 30_000);
+      expect(audit.detail.dispute).toMatchObject({ by: 'recompute', losers: [mallory.account], refereeSteps: 16 });
+      expect(audit.detail.dispute.faults).toEqual([expect.objectContaining({ party: 'b', code: 'reveal-timeout' })]);
+      expect(audit.detail.dispute.distances.b).toBeLessThan(DEFAULT_TOLERANCE);
+      expect(audit.detail.parties.b).toMatchObject({ account: bob.account, verdict: 'valid' });
+      expect(audit.detail.parties.a).toMatchObject({ account: mallory.account, verdict: 'invalid' });
+      const rs = await resultsOf(c, job.id);
+      expect(rs.map((r) => [r.account, r.status])).toEqual([
+        [mallory.account, 'rejected'],
+        [bob.account, 'accepted'],
+      ]);
+      expect((await events(c, job.id, 'forfeit')).map((e) => e.account)).toEqual([mallory.account]);
+      expect(await getTrust(c.db, bob.account)).toMatchObject({ failures: 0, consecutiveValid: 1 });
+      expect(await getTrust(c.db, mallory.account)).toMatchObject({ failures: 1 });
+      await waitFor('job completion', async () => (await getJob(c.url, job.id)).status === 'completed', 30_000);
     } finally {
       for (const w of workers) w.close();
       await c.destroy();

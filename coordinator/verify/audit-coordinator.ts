@@ -404,7 +404,9 @@ export class AuditCoordinator {
       try {
         await this.settleClaimed(jobId, round, idx, u);
       } catch (err) {
-        await this.releaseClaim(jobId, round, idx, this.opts.settleRetryMs).catch(() => {});
+        // Cut off by shutdown (the referee stops between steps): whoever runs next retakes it at once.
+        await this.releaseClaim(jobId, round, idx, this.closing ? null : this.opts.settleRetryMs).catch(() => {});
+        if (this.closing) return;
         throw err;
       }
     } finally {
@@ -445,7 +447,7 @@ export class AuditCoordinator {
       reveal: (i) => this.reveal(r.account, r.lease_id, i),
     });
     // Yield to the event loop between referee steps: sockets (reveals of other disputes, leases) stay served.
-    const referee = new TrainUnitReferee({ ...inputs, yieldToEventLoop: true });
+    const referee = new TrainUnitReferee({ ...inputs, yieldToEventLoop: true, shouldStop: () => this.closing });
     const t0 = performance.now();
     const s = await this.engine.settleAudit({
       a: party(a, deltaA),
@@ -458,6 +460,7 @@ export class AuditCoordinator {
         tolerance: this.engine.tolerance(this.policy(job)),
       },
       referee,
+      stop: () => this.closing,
     });
     const ms = performance.now() - t0;
     if (this.closing || shutdownFault(s)) {

@@ -13,7 +13,7 @@ import {
 import { relativeDistance, stateDistance } from '../../shared/verify/distance.js';
 import { jobTolerance } from '../../shared/verify/tolerance.js';
 import { auditProbability, recordFailure, recordValid, type TrustState } from '../../shared/verify/trust.js';
-import { type Referee, ruleOnSegment } from './ruling.js';
+import { type Referee, ruleOnSegment, type SegmentResult } from './ruling.js';
 
 /**
  * The verification policy the round scheduler calls. It owns no storage: the scheduler loads trust states and results
@@ -21,10 +21,12 @@ import { type Referee, ruleOnSegment } from './ruling.js';
  * replay exactly in tests and in the benchmark.
  *
  * Flow per unit (see docs/VERIFICATION.md):
- *  1. every result: cheap checks (shared/verify/cheap-checks.ts); failure = invalid, no replication needed;
+ *  1. every result: cheap checks (shared/verify/cheap-checks.ts); an exact check failed = invalid, no replication
+ *     needed; only a statistical one failed = suspect, always audited;
  *  2. shouldAudit(trust, job): if true the unit is leased blind to a second worker (isEligibleAuditor);
  *  3. settleAudit(original, audit): compare -> match: spot check one random segment of one party (defeats colluding
- *     pairs that return the same fabricated result) | mismatch: bisect + referee on the first bad segment;
+ *     pairs that return the same fabricated result) | mismatch: bisect + referee on the first bad segment; a party
+ *     that goes silent is judged by a referee run of the whole unit, never by its silence;
  *  4. apply verdicts: recordValid / recordFailure, consequencesFor(loser) -> reissue list + forfeit events.
  */
 
@@ -71,6 +73,8 @@ export interface SpotCheckResult {
   segment?: [number, number];
   distance?: number;
   fault?: PartyFault;
+  /** The party went silent (fault), so its delta was judged against the referee's run of the whole unit instead. */
+  recomputed?: { distance: number; steps: number };
   reason: string;
   refereeSteps: number;
   reveals: number;
@@ -78,10 +82,26 @@ export interface SpotCheckResult {
 
 export type DisputeOutcome = 'a-wins' | 'b-wins' | 'both-lose' | 'no-fault';
 
+/**
+ * Reveal faults that prove nothing about the work: no answer in time, or "I no longer hold my states" (a closed tab, a
+ * reloaded page, a crashed worker). A hash mismatch, a malformed state or an unbound delta are proof; silence is not.
+ */
+const SILENCE: ReadonlySet<PartyFault['code']> = new Set(['reveal-timeout', 'reveal-error']);
+
+/** The referee's run of the whole unit, shared by every judgement of one settlement (computed at most once). */
+type WholeRun = () => Promise<SegmentResult>;
+
 export interface DisputeResolution {
   outcome: DisputeOutcome;
   /** How the outcome was reached. */
-  by: 'forfeit' | 'referee' | 'final-states-agree';
+  /**
+   * forfeit: a party proved itself wrong (a reveal that does not hash to its commitment, a malformed state, a delta
+   * not bound to its final state); referee: one bisected segment recomputed; recompute: a party went silent, so the
+   * referee ran the whole unit and judged each party's delta against it; final-states-agree: nothing to rule on.
+   */
+  by: 'forfeit' | 'referee' | 'recompute' | 'final-states-agree';
+  /** by 'recompute': each judged party's delta distance from the referee's whole run. */
+  distances?: Partial<Record<PartyId, number>>;
   losers: PartyId[];
   reason: string;
   segment?: [number, number];
@@ -306,8 +326,12 @@ export class VerificationEngine {
     parties: Record<PartyId, DisputeParty>,
     unit: UnitContext,
     referee: Referee,
+    opts: { whole?: WholeRun; stop?: () => boolean } = {},
   ): Promise<DisputeResolution> {
     const bis = await bisectDispute(parties, this.bisectContext(unit));
+    if (bis.kind === 'forfeit' && bis.faults.some((f) => SILENCE.has(f.code)) && !opts.stop?.()) {
+      return this.judgeByWholeRun(parties, unit, opts.whole ?? wholeRunOf(referee, unit), bis.faults, bis.reveals);
+    }
     if (bis.kind === 'forfeit') {
       const losers = [...new Set(bis.faults.map((f) => f.party))];
       const outcome: DisputeOutcome = losers.length === 2 ? 'both-lose' : losers[0] === 'a' ? 'b-wins' : 'a-wins';
@@ -366,6 +390,54 @@ export class VerificationEngine {
   }
 
   /**
+   * A party went silent during a dispute: silence is not guilt (an honest volunteer may have closed the tab). The
+   * referee runs the whole unit once (H steps) and every party without a proven fault must have submitted a delta
+   * within tau of it; a party with a proven fault loses as before.
+   */
+  private async judgeByWholeRun(
+    parties: Record<PartyId, DisputeParty>,
+    unit: UnitContext,
+    whole: WholeRun,
+    faults: PartyFault[],
+    reveals: number,
+  ): Promise<DisputeResolution> {
+    const run = await whole();
+    const proven = new Set(faults.filter((f) => !SILENCE.has(f.code)).map((f) => f.party));
+    const losers: PartyId[] = [];
+    const distances: Partial<Record<PartyId, number>> = {};
+    const why: string[] = [];
+    for (const id of ['a', 'b'] as const) {
+      if (proven.has(id)) {
+        losers.push(id);
+        why.push(...faults.filter((f) => f.party === id).map((f) => f.reason));
+        continue;
+      }
+      const d = deltaBindingDistance(run.state, unit.startWeights, parties[id].delta);
+      distances[id] = d;
+      if (!(d <= unit.tolerance)) {
+        losers.push(id);
+        why.push(`${parties[id].account}: its delta is ${d.toExponential(2)} from the referee's run of the whole unit`);
+      }
+    }
+    const outcome: DisputeOutcome =
+      losers.length === 2 ? 'both-lose' : losers.length === 0 ? 'no-fault' : losers[0] === 'a' ? 'b-wins' : 'a-wins';
+    const silent = faults.filter((f) => SILENCE.has(f.code)).map((f) => parties[f.party].account);
+    return {
+      outcome,
+      by: 'recompute',
+      losers,
+      reason:
+        why.length > 0
+          ? why.join('; ')
+          : `${silent.join(', ')} went silent; every delta reproduces the referee's run of the whole unit`,
+      faults,
+      distances,
+      refereeSteps: run.steps,
+      reveals,
+    };
+  }
+
+  /**
    * Settles an audited unit: original ('a') vs auditor ('b'). Returns a verdict per party; the caller applies
    * applyVerdict() to each account's trust and consequencesFor() to each loser.
    */
@@ -374,8 +446,11 @@ export class VerificationEngine {
     b: DisputeParty & ComparableResult;
     unit: UnitContext;
     referee: Referee;
+    /** True once the caller is shutting down: a silent party is then not judged (no whole-unit run). */
+    stop?: () => boolean;
   }): Promise<AuditSettlement> {
-    const { a, b, unit, referee } = input;
+    const { a, b, unit, referee, stop } = input;
+    const whole = wholeRunOf(referee, unit);
     const cmp = this.compare(a, b, unit.tolerance);
     const settlement: AuditSettlement = {
       verdicts: { a: 'valid', b: 'valid' },
@@ -387,7 +462,22 @@ export class VerificationEngine {
     };
     const parties = { a, b };
     const spot = async (id: PartyId): Promise<boolean> => {
-      const r = await this.spotCheck(parties[id], unit, referee);
+      let r = await this.spotCheck(parties[id], unit, referee);
+      if (!r.ok && r.fault && SILENCE.has(r.fault.code) && !stop?.()) {
+        // Silent when asked for its states: judge its delta against the referee's whole run instead.
+        const run = await whole();
+        const distance = deltaBindingDistance(run.state, unit.startWeights, parties[id].delta);
+        const ok = distance <= unit.tolerance;
+        r = {
+          ...r,
+          ok,
+          recomputed: { distance, steps: run.steps },
+          refereeSteps: r.refereeSteps + run.steps,
+          reason: ok
+            ? `went silent (${r.fault?.code}); its delta reproduces the referee's run of the whole unit`
+            : `went silent (${r.fault?.code}) and its delta is ${distance.toExponential(2)} from the referee's run of the whole unit`,
+        };
+      }
       settlement.spotChecks[id] = r;
       settlement.refereeSteps += r.refereeSteps;
       settlement.reveals += r.reveals;
@@ -407,7 +497,7 @@ export class VerificationEngine {
       return settlement;
     }
 
-    const d = await this.resolveDispute(parties, unit, referee);
+    const d = await this.resolveDispute(parties, unit, referee, { whole, stop });
     settlement.dispute = d;
     settlement.refereeSteps += d.refereeSteps;
     settlement.reveals += d.reveals;
@@ -415,9 +505,9 @@ export class VerificationEngine {
       settlement.verdicts[id] = 'invalid';
       settlement.reasons[id] = `dispute: ${d.reason}`;
     }
-    // Winning against a cheater confirms the disputed segment only (or nothing, when the other side went silent):
-    // the winner's result needs one more independent match before it is accepted.
-    if (d.losers.length === 1) {
+    // Winning against a cheater confirms the disputed segment only: the winner's result needs one more independent
+    // match before it is accepted. After a whole-unit run the winner's delta is verified outright (stays valid).
+    if (d.losers.length === 1 && d.by !== 'recompute') {
       const winner: PartyId = d.losers[0] === 'a' ? 'b' : 'a';
       settlement.verdicts[winner] = 'reaudit';
       settlement.reasons[winner] = 'won a dispute; needs one more independent match';
@@ -448,4 +538,13 @@ export class VerificationEngine {
       alreadyAggregated: others.filter((r) => r.aggregated),
     };
   }
+}
+
+/** The referee's run of the whole unit from its start weights, computed on first use and then remembered. */
+function wholeRunOf(referee: Referee, unit: UnitContext): WholeRun {
+  let run: Promise<SegmentResult> | null = null;
+  return () => {
+    run ??= referee.recomputeSegment({ fromStep: 0, toStep: unit.steps, fromState: null });
+    return run;
+  };
 }

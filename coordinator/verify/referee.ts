@@ -4,7 +4,8 @@ import type { Referee, SegmentRequest, SegmentResult } from './ruling.js';
 
 /**
  * The referee recomputes ONE segment of a unit on the coordinator, from a state both parties agree on, and rules
- * whose end state it reproduces. It never recomputes the whole unit: that is what bisection is for.
+ * whose end state it reproduces. Bisection keeps that to one segment; the whole unit is recomputed only when a party
+ * went silent and its delta must be judged without its states (engine.ts, judgeByWholeRun).
  */
 
 /** Everything needed to re-run any part of one unit: the same inputs the workers got. */
@@ -16,6 +17,8 @@ export interface UnitInputs {
   indices: Int32Array;
   /** Give the event loop a turn between steps (the live coordinator keeps serving sockets while it referees). */
   yieldToEventLoop?: boolean;
+  /** Polled between steps: true aborts the recomputation (trainUnit throws TrainAborted), e.g. on shutdown. */
+  shouldStop?: () => boolean;
 }
 
 /**
