@@ -155,9 +155,14 @@ describe('RevealHub relay between replicas (real PostgreSQL LISTEN/NOTIFY)', () 
     a.hub.removePeer('conn-a1');
     b.hub.removePeer('conn-b7');
 
-    // Settled notices reach the account's connections on every replica.
+    // Settled notices reach the account's connections on every replica, also a list far over NOTIFY's 8000 bytes.
     a.hub.settled('carol', ['lease_z']);
     await waitFor('settled on B', async () => carol.sent.some((m) => m.type === 'settled'), 5_000);
+    const many = Array.from({ length: 500 }, (_, i) => `lease_${i.toString(16).padStart(32, '0')}`);
+    a.hub.settled('carol', many);
+    const settledOnB = () => carol.sent.flatMap((m) => (m.type === 'settled' ? [m.leaseId] : []));
+    await waitFor('500 settled on B', async () => settledOnB().length === 501, 5_000);
+    expect(new Set(settledOnB())).toEqual(new Set(['lease_z', ...many]));
     b.hub.removePeer('conn-b4');
   });
 

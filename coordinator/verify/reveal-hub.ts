@@ -83,6 +83,8 @@ export interface RevealRelay {
 
 /** How long a refusal by every known connection waits for other replicas' 'asked' notices before it fails. */
 const REFUSAL_GRACE_MS = 500;
+/** Lease ids per relayed `settled` notice: about 100 x 41 bytes, well under NOTIFY's 8000-byte payload. */
+const SETTLED_PER_NOTICE = 100;
 
 export class RevealShutdown extends Error {
   constructor() {
@@ -339,7 +341,10 @@ export class RevealHub implements RevealTransport {
 
   settled(account: string, leaseIds: string[]): void {
     this.settleLocal(account, leaseIds);
-    this.publish({ kind: 'settled', account, leaseIds });
+    // A round can settle hundreds of one account's leases; NOTIFY payloads stop at 8000 bytes, so send them in parts.
+    for (let i = 0; i < leaseIds.length; i += SETTLED_PER_NOTICE) {
+      this.publish({ kind: 'settled', account, leaseIds: leaseIds.slice(i, i + SETTLED_PER_NOTICE) });
+    }
   }
 
   private settleLocal(account: string, leaseIds: string[]): void {
