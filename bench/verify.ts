@@ -1188,6 +1188,7 @@ async function main(): Promise<void> {
       falsePositives,
       // Flagged by a statistical cheap check and therefore audited (costs an audit, never a penalty).
       suspects: adv.honestSuspects + clean.honestSuspects,
+      units: adv.honestUnits + clean.honestUnits,
       worstDistance: worstHonest,
       pairs: { count: pairs.pairs, steps: PAIR_STEPS, k: PAIR_K, batch: PAIR_B, ms: pairs.ms },
       webgpu,
@@ -1266,7 +1267,14 @@ function writeDocsSection(
     String(t.creditsForfeited),
   ]);
   lines.push(...markdownTable(header, body));
-  const h = json.honest as { audits: number; crossBackend: number; falsePositives: number; worstDistance: number };
+  const h = json.honest as {
+    audits: number;
+    crossBackend: number;
+    falsePositives: number;
+    suspects: number;
+    units: number;
+    worstDistance: number;
+  };
   const st = json.overhead.steady as {
     steps: number;
     ms: number;
@@ -1287,6 +1295,9 @@ function writeDocsSection(
     : '';
   lines.push(
     `- Honest false positives: **${h.falsePositives}** in ${h.audits} honest audits, ${h.crossBackend} of them cross-backend (${pairsInfo.count} small cpu-vs-wasm units of ${PAIR_STEPS} steps, k = ${PAIR_K}, batch ${PAIR_B}, through cheap checks + settleAudit, plus the fleets' own audits${gpu}); worst honest relative distance ${h.worstDistance.toExponential(2)} vs tau ${TAU}.`,
+  );
+  lines.push(
+    `- Honest results a statistical cheap check (final loss, progress) flagged as suspect: ${h.suspects} of ${h.units} honest fleet units. A suspect result is audited whatever the draw, never refused (caught-by-cheap-checks counts exact checks only).`,
   );
   const ua = json.overhead.underAttack as { steps: number };
   lines.push(
