@@ -16,7 +16,6 @@ import {
   personalSign,
 } from '../shared/identity/index.js';
 import {
-  getJob,
   postJob,
   smallMnistJob,
   spawnWorker,
@@ -25,6 +24,7 @@ import {
   type TestCoordinator,
   testStore,
   waitFor,
+  waitForJob,
 } from './helpers/cluster.js';
 import { getNonce, postSignIn, siweMessage, type TestIdentity, testIdentity } from './helpers/identities.js';
 import { dropTestDb, openPooledTestDb, STORE_KINDS } from './helpers/stores.js';
@@ -478,15 +478,7 @@ describe('a linked local key earns credit for the wallet (real worker, PGlite)',
         smallMnistJob({ rounds: 1, unitsPerRound: 2, targetAccuracy: undefined, budget: 1 } as never),
       );
       workers.push(spawnWorker(c.url, local));
-      await waitFor(
-        'job completion',
-        async () => {
-          const j = await getJob(c.url, job.id);
-          if (j.status === 'failed' || j.status === 'cancelled') throw new Error(`job ${j.status}`);
-          return j.status === 'completed';
-        },
-        120_000,
-      );
+      await waitForJob(c.url, job.id, 120_000);
       await stopWorkers(workers);
       // The results name the local key (the hello's proven account)...
       const units = await c.db.query<{ n: number }>(

@@ -11,6 +11,7 @@ import {
   TEST_REQUESTER_CREDITS,
   testStore,
   waitFor,
+  waitForJob,
 } from './helpers/cluster.js';
 import { apiKeyFor, bearer, testIdentity } from './helpers/identities.js';
 
@@ -72,15 +73,7 @@ describe('credits end to end (PGlite)', () => {
         return r.rows[0].n > 0;
       });
       workers.push(spawnWorker(c.url, provider), spawnWorker(c.url, volunteer));
-      await waitFor(
-        'job completion',
-        async () => {
-          const j = await getJob(c.url, job.id);
-          if (j.status === 'failed' || j.status === 'cancelled') throw new Error(`job ${j.status}`);
-          return j.status === 'completed';
-        },
-        120_000,
-      );
+      await waitForJob(c.url, job.id, 120_000);
       await stopWorkers(workers);
 
       // Every creditable result (the unit's accepted result, or an audit copy that confirmed it) earns credit.

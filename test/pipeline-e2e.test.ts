@@ -4,14 +4,13 @@ import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { mnistDatasetBytes } from '../coordinator/store/builtin/mnist.js';
 import { decodeDataset } from '../shared/train/dataset-format.js';
 import {
-  getJob,
   postJob,
   smallMnistJob,
   spawnWorker,
   startTestCoordinator,
   stopWorkers,
   testStore,
-  waitFor,
+  waitForJob,
 } from './helpers/cluster.js';
 import { STORE_KINDS } from './helpers/stores.js';
 
@@ -41,15 +40,7 @@ describe.each(STORE_KINDS)('end to end on %s', (kind) => {
     try {
       const job = await postJob(c.url, smallMnistJob());
       expect(job.status).toBe('queued');
-      const done = await waitFor(
-        'job completion',
-        async () => {
-          const j = await getJob(c.url, job.id);
-          if (j.status === 'failed' || j.status === 'cancelled') throw new Error(`job ${j.status}`);
-          return j.status === 'completed' ? j : null;
-        },
-        240_000,
-      );
+      const done = await waitForJob(c.url, job.id, 240_000);
       expect(done.round).toBeGreaterThan(0);
       expect(done.metrics).toHaveLength(done.round);
       expect(done.unitsDone).toBe(done.round * 3);

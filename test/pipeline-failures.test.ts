@@ -13,6 +13,7 @@ import {
   stopWorkers,
   testStore,
   waitFor,
+  waitForJob,
 } from './helpers/cluster.js';
 import { bearer, signedWorker, testIdentity } from './helpers/identities.js';
 import { RawWorker } from './helpers/raw-worker.js';
@@ -55,14 +56,7 @@ describe('worker dies mid-unit', () => {
 
       workers.push(spawnWorker(c.url, '0xb1'), spawnWorker(c.url, '0xb2'));
       // New accounts are audited on every unit (twice the work) until they are trusted: allow for a loaded machine.
-      const done = await waitFor(
-        'job completion',
-        async () => {
-          const j = await getJob(c.url, job.id);
-          return j.status === 'completed' ? j : null;
-        },
-        200_000,
-      );
+      const done = await waitForJob(c.url, job.id, 200_000);
       expect(done.round).toBe(4);
       const reissued = await c.db.query<{ attempts: number }>(
         'SELECT attempts FROM units WHERE job_id = $1 AND round = $2 AND idx = $3',
@@ -122,14 +116,7 @@ describe('coordinator restarts mid-job', () => {
       await new Promise((r) => setTimeout(r, 500));
       c = await startTestCoordinator(store, { port });
 
-      const done = await waitFor(
-        'job completion after restart',
-        async () => {
-          const j = await getJob(c.url, job.id);
-          return j.status === 'completed' ? j : null;
-        },
-        150_000,
-      );
+      const done = await waitForJob(c.url, job.id, 150_000);
       expect(done.round).toBe(5);
       const after = (
         await c.db.query<{ id: string }>(`SELECT id FROM results WHERE job_id = $1 AND status = 'accepted'`, [job.id])

@@ -19,6 +19,7 @@ import {
   type TestCoordinator,
   testStore,
   waitFor,
+  waitForJob,
 } from './helpers/cluster.js';
 import { signedWorker } from './helpers/identities.js';
 import { TEST_DATABASE_URL } from './helpers/stores.js';
@@ -94,15 +95,7 @@ describe('two replicas on one PostgreSQL', () => {
 
       // The model JSON and first weights were stored by A; B's workers fetch them from B.
       workers.push(spawnWorker(b.url, 'replica-w1'), spawnWorker(b.url, 'replica-w2'));
-      await waitFor(
-        'job completion',
-        async () => {
-          const j = await getJob(a.url, job.id, key);
-          if (j.status === 'failed' || j.status === 'cancelled') throw new Error(`job ${j.status}: ${j.error}`);
-          return j.status === 'completed';
-        },
-        120_000,
-      );
+      await waitForJob(a.url, job.id, 120_000, key);
       await stopWorkers(workers);
 
       // Only B ever had workers.

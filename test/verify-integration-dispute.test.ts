@@ -6,7 +6,7 @@ import { getTrust, verificationCost } from '../coordinator/verify/store.js';
 import { trainUnit } from '../shared/train/train-unit.js';
 import { encodeWeights } from '../shared/train/weights-format.js';
 import { DEFAULT_TOLERANCE } from '../shared/verify/tolerance.js';
-import { getJob, postJob, startTestCoordinator, testStore, waitFor } from './helpers/cluster.js';
+import { getJob, postJob, startTestCoordinator, testStore, waitFor, waitForJob } from './helpers/cluster.js';
 import { signedWorker } from './helpers/identities.js';
 import { RawWorker } from './helpers/raw-worker.js';
 import { auditedJob, events, keyShape, poisonedRun, resultsOf, withoutSecrets } from './helpers/verify-fixtures.js';
@@ -88,14 +88,7 @@ describe('a cheated unit, detected over the wire', () => {
       expect(await carol.submit(RawWorker.header(leaseC, second.out, payloadC), payloadC)).toMatchObject({
         type: 'ack',
       });
-      const done = await waitFor(
-        'job completion',
-        async () => {
-          const j = await getJob(c.url, job.id);
-          return j.status === 'completed' ? j : null;
-        },
-        30_000,
-      );
+      const done = await waitForJob(c.url, job.id, 30_000);
       expect(done.unitsDone).toBe(1);
       rs = await resultsOf(c, job.id);
       expect(rs.map((r) => [r.account, r.status])).toEqual([
@@ -235,7 +228,7 @@ describe('reveal rules', () => {
       expect((await events(c, job.id, 'forfeit')).map((e) => e.account)).toEqual([mallory.account]);
       expect(await getTrust(c.db, bob.account)).toMatchObject({ failures: 0, consecutiveValid: 1 });
       expect(await getTrust(c.db, mallory.account)).toMatchObject({ failures: 1 });
-      await waitFor('job completion', async () => (await getJob(c.url, job.id)).status === 'completed', 30_000);
+      await waitForJob(c.url, job.id, 30_000);
     } finally {
       for (const w of workers) w.close();
       await c.destroy();

@@ -6,13 +6,13 @@ import { getTrust, verificationCost } from '../coordinator/verify/store.js';
 import { encodeWeights } from '../shared/train/weights-format.js';
 import { DEFAULT_TOLERANCE } from '../shared/verify/tolerance.js';
 import {
-  getJob,
   postJob,
   spawnWorker,
   startTestCoordinator,
   stopWorkers,
   testStore,
   waitFor,
+  waitForJob,
 } from './helpers/cluster.js';
 import { signedWorker, testIdentity } from './helpers/identities.js';
 import { RawWorker } from './helpers/raw-worker.js';
@@ -49,14 +49,7 @@ describe('two honest workers on different backends', () => {
     });
     try {
       const job = await postJob(c.url, auditedJob({ rounds: 2 }));
-      const done = await waitFor(
-        'job completion',
-        async () => {
-          const j = await getJob(c.url, job.id);
-          return j.status === 'completed' ? j : null;
-        },
-        75_000,
-      );
+      const done = await waitForJob(c.url, job.id, 75_000);
       expect(done.unitsDone).toBe(2);
       const rs = await resultsOf(c, job.id);
       for (const round of [0, 1]) {
@@ -200,14 +193,7 @@ describe('a statistical cheap check that honest work fails', () => {
       const copy = await submitHonest(bob);
       expect(copy.idx).toBe(idx);
       expect(copy.answer).toMatchObject({ type: 'ack' });
-      const done = await waitFor(
-        'job completion',
-        async () => {
-          const j = await getJob(c.url, job.id);
-          return j.status === 'completed' ? j : null;
-        },
-        60_000,
-      );
+      const done = await waitForJob(c.url, job.id, 60_000);
       expect(done.unitsDone).toBe(2);
       const rs = (await resultsOf(c, job.id)).filter((r) => r.idx === idx);
       expect(rs.map((r) => [r.account, r.status])).toEqual([

@@ -206,6 +206,28 @@ export async function getJob(url: string, id: string, apiKey?: string): Promise<
   return (await res.json()) as JobView;
 }
 
+/**
+ * Polls a job until it completes and returns it. A failed or cancelled job throws at once; a timeout throws with the
+ * job's last state (status, round, units done), so a stalled run says where it stalled.
+ */
+export async function waitForJob(url: string, id: string, timeoutMs: number, apiKey?: string): Promise<JobView> {
+  let last: JobView | undefined;
+  const seen = () =>
+    last ? `${last.status}, round ${last.round} of ${last.rounds}, ${last.unitsDone} units done` : 'never read';
+  const job = await waitFor(
+    `job ${id} to complete`,
+    async () => {
+      last = await getJob(url, id, apiKey);
+      return ['completed', 'failed', 'cancelled'].includes(last.status) ? last : null;
+    },
+    timeoutMs,
+  ).catch((err: Error) => {
+    throw new Error(`${err.message} (last seen: ${seen()})`);
+  });
+  if (job.status !== 'completed') throw new Error(`job ${id} ended ${job.status}: ${job.error ?? 'no error given'}`);
+  return job;
+}
+
 /** POST a job with `apiKey`, by default the test coordinator's requester key. */
 export async function postJob(url: string, spec: Record<string, unknown>, apiKey?: string): Promise<JobView> {
   const res = await fetch(`${url}/api/v1/jobs`, {
