@@ -150,7 +150,18 @@ describe('cheap checks', () => {
       expect(['final-loss-inconsistent', 'no-progress'], scaled.reason).toContain(scaled.code);
       expect(scaled).toMatchObject({ ok: true, suspect: true });
       const huge = await cheapCheck(input(start, h.seed, { ...h.out, delta: scaleWeights(h.out.delta, 1e4) }));
-      expect(huge).toMatchObject({ code: 'delta-too-large', ok: false, suspect: false });
+      // Over the norm bound: suspect (audited), and the loss checks that still run flag it as well.
+      expect(huge).toMatchObject({ ok: true, suspect: true });
+      expect(['delta-too-large', 'final-loss-inconsistent', 'no-progress']).toContain(huge.code);
+      expect(checkStructure(input(start, h.seed, { ...h.out, delta: scaleWeights(h.out.delta, 1e4) }))?.code).toBe(
+        'delta-too-large',
+      );
+      // A huge delta that is also a stale replay is refused by the exact first-loss check, not just flagged.
+      const other = honest.find((x) => x.backend === 'wasm' && x.stage !== h.stage)!;
+      const hugeStale = await cheapCheck(
+        input(start, h.seed, { ...other.out, delta: scaleWeights(other.out.delta, 1e4) }),
+      );
+      expect(hugeStale).toMatchObject({ code: 'first-loss-mismatch', ok: false, suspect: false });
       const nan = scaleWeights(h.out.delta, 1);
       nan.data[0][5] = Number.NaN;
       expect((await cheapCheck(input(start, h.seed, { ...h.out, delta: nan }))).code).toBe('non-finite-delta');

@@ -24,10 +24,11 @@ import { checkpointCount } from './bisect.js';
  *    training, short units, tiny learning rates) skip the check: per-batch noise there can make an honest final
  *    loss come out a few percent worse.
  *
- * Two kinds of failure. Exact checks (structure, norms, the first loss) cannot fail for honest work: the result is
- * refused. The final-loss and progress checks are statistics about one batch, and honest units do fail them now and
+ * Two kinds of failure. Exact checks (structure, finiteness, a zero delta, the first loss) cannot fail for honest
+ * work: the result is refused. The final-loss and progress checks are statistics about one batch, and honest units do fail them now and
  * then (seen on MNIST: a unit that starts from weights just after a large outer Nesterov step can lower its early
- * batches' losses by 30% yet end 20% worse on its last batch). Their failure makes the result SUSPECT: it is never
+ * batches' losses by 30% yet end 20% worse on its last batch); the delta-norm bound is a heuristic too. Their
+ * failure makes the result SUSPECT: it is never
  * refused or punished for it, but always audited, and the audit's exact comparison decides.
  */
 
@@ -44,7 +45,13 @@ export type CheapCheckCode =
   | 'no-progress';
 
 /** Statistical checks: failing one makes a result suspect (audited), never refused. */
-export const SUSPECT_CODES: ReadonlySet<CheapCheckCode> = new Set(['final-loss-inconsistent', 'no-progress']);
+export const SUSPECT_CODES: ReadonlySet<CheapCheckCode> = new Set([
+  'final-loss-inconsistent',
+  'no-progress',
+  // ||delta|| > 10 ||weights|| is a bound, not a proof: Adam at a high learning rate over many local steps moves each
+  // weight by up to lr per step, which can exceed ten times a small initial norm.
+  'delta-too-large',
+]);
 
 export interface CheapCheckResult {
   /** False only for a failed exact check: the result is refused. */
@@ -203,7 +210,8 @@ export async function cheapCheck(
   bounds: CheapCheckBounds = DEFAULT_CHEAP_CHECK_BOUNDS,
 ): Promise<CheapCheckResult> {
   const structural = checkStructure(input, bounds);
-  if (structural) return structural;
+  // A suspect bound (the delta norm) still runs the exact checks below: any of those failing refuses the result.
+  if (structural && !structural.suspect) return structural;
   const { model, dataset, loss, steps, batchSize: B, indices, losses } = input;
   if (indices.length !== steps * B)
     throw new Error(`cheapCheck: indices has ${indices.length} entries, expected ${steps * B}`);
@@ -263,5 +271,6 @@ export async function cheapCheck(
       );
     }
   }
+  if (structural) return { ...structural, firstLoss, finalLoss, progress, forwardExamples };
   return { ok: true, suspect: false, code: 'ok', reason: 'passed', firstLoss, finalLoss, progress, forwardExamples };
 }
