@@ -3,6 +3,7 @@ import '@tensorflow/tfjs-backend-wasm';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { runHeadlessWorker } from '../bin/headless-worker.js';
 import { getTrust, verificationCost } from '../coordinator/verify/store.js';
+import { mnistCnnModel } from '../shared/train/templates.js';
 import { encodeWeights } from '../shared/train/weights-format.js';
 import { DEFAULT_TOLERANCE } from '../shared/verify/tolerance.js';
 import {
@@ -206,6 +207,36 @@ describe('a statistical cheap check that honest work fails', () => {
       expect(await events(c, job.id, 'forfeit')).toHaveLength(0);
       expect(await getTrust(c.db, alice.account)).toMatchObject({ failures: 0, consecutiveValid: 102 });
       expect(await getTrust(c.db, bob.account)).toMatchObject({ failures: 0 });
+    } finally {
+      alice.close();
+      bob.close();
+      await c.destroy();
+    }
+  });
+});
+
+describe('a convolutional job, audited, with every party on wasm', () => {
+  it('is trained, audited and spot-checked by the referee on the coordinator (conv gradients bridged on wasm)', async () => {
+    const c = await startTestCoordinator(testStore('pglite'));
+    c.scheduler.verification.configure({ selfAuditAfterMs: null });
+    const alice = await signedWorker(c.url, 'cnn-alice');
+    const bob = await signedWorker(c.url, 'cnn-bob');
+    try {
+      const job = await postJob(c.url, auditedJob({ model: mnistCnnModel(), localSteps: 4, batchSize: 8 }));
+      for (const w of [alice, bob]) {
+        const lease = await w.lease();
+        const { out } = await w.train(lease);
+        expect(out.backend).toBe('wasm');
+        const payload = encodeWeights(out.delta);
+        expect(await w.submit(RawWorker.header(lease, out, payload), payload)).toMatchObject({ type: 'ack' });
+      }
+      const done = await waitForJob(c.url, job.id, 60_000);
+      expect(done.unitsDone).toBe(1);
+      const [audit] = await events(c, job.id, 'audit');
+      // The match was spot-checked: the coordinator recomputed a segment of a CNN unit on wasm.
+      const spot = Object.values(audit.detail.spotChecks) as { ok: boolean; refereeSteps: number }[];
+      expect(spot).toEqual([expect.objectContaining({ ok: true, refereeSteps: 2 })]);
+      expect((await resultsOf(c, job.id)).map((r) => r.status).sort()).toEqual(['accepted', 'confirmed']);
     } finally {
       alice.close();
       bob.close();

@@ -1,10 +1,15 @@
 import * as tf from '@tensorflow/tfjs';
+import { registerWasmGradientKernels } from './wasm-gradient-kernels.js';
+
+// Wherever training code runs (browser worker, headless worker, coordinator), wasm gets the gradient kernels it lacks
+// before anyone asks what it can train.
+registerWasmGradientKernels();
 
 /**
  * Which allow-listed layers a backend can train. tfjs backends do not implement every gradient kernel: the wasm
  * backend (4.22) has no Conv2DBackpropFilter, no depthwise-convolution gradients and no UnsortedSegmentSum (the
- * gradient of an embedding lookup), so convolutional and embedding models only train on cpu, webgl or webgpu.
- * Knowing this before a unit starts lets a worker pick a backend (or decline the job) instead of failing mid-unit.
+ * gradient of an embedding lookup); wasm-gradient-kernels.ts bridges those to the cpu kernels. Knowing what a backend
+ * lacks before a unit starts lets a worker pick a backend (or decline the job) instead of failing mid-unit.
  */
 
 const CONV = ['Conv2D', 'Conv2DBackpropFilter', 'Conv2DBackpropInput'];
