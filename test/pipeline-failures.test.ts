@@ -3,6 +3,8 @@ import * as tf from '@tensorflow/tfjs';
 import '@tensorflow/tfjs-backend-wasm';
 import { beforeAll, describe, expect, it } from 'vitest';
 import type { Coordinator } from '../coordinator/app.js';
+import { toMicro } from '../coordinator/credits/money.js';
+import { getTrust } from '../coordinator/verify/store.js';
 import { encodeWeights } from '../shared/train/weights-format.js';
 import {
   getJob,
@@ -11,12 +13,14 @@ import {
   spawnWorker,
   startTestCoordinator,
   stopWorkers,
+  TEST_REQUESTER_CREDITS,
   testStore,
   waitFor,
   waitForJob,
 } from './helpers/cluster.js';
 import { bearer, signedWorker, testIdentity } from './helpers/identities.js';
 import { RawWorker } from './helpers/raw-worker.js';
+import { events } from './helpers/verify-fixtures.js';
 
 beforeAll(async () => {
   await tf.setBackend('wasm');
@@ -128,6 +132,56 @@ describe('coordinator restarts mid-job', () => {
       await c.destroy();
     }
   }, 330_000);
+});
+
+describe('a job whose training diverges', () => {
+  it('fails with the reason and is refunded; the volunteers whose results were NaN are not held to account', async () => {
+    const c = await startTestCoordinator(testStore('pglite'));
+    const workers = [spawnWorker(c.url, '0xd1'), spawnWorker(c.url, '0xd2')];
+    try {
+      // A linear network under mean squared error at learning rate 10: gradient descent on a quadratic with a step far
+      // past 2/curvature, so every honest run reaches Infinity, then NaN, within a few steps.
+      const model = structuredClone(smallMnistJob().model) as {
+        config: { layers: { config: { activation?: string } }[] };
+      };
+      for (const l of model.config.layers) if (l.config.activation) l.config.activation = 'linear';
+      const job = await postJob(
+        c.url,
+        smallMnistJob({ model, loss: 'meanSquaredError', optimizer: { type: 'sgd', learningRate: 10 }, rounds: 2 }),
+      );
+      const failed = await waitFor(
+        'the job to fail',
+        async () => {
+          const j = await getJob(c.url, job.id);
+          return j.status === 'failed' ? j : null;
+        },
+        60_000,
+      );
+      expect(failed.error).toMatch(
+        /^training diverged in round 1: unit \d gives non-finite values .* on the coordinator too/,
+      );
+      const [check] = await events(c, job.id, 'divergence-check');
+      expect(check.outcome).toBe('diverged');
+      const refused = await c.db.query<{ account: string; reason: string }>(
+        `SELECT DISTINCT account, split_part(reason, ':', 1) AS reason FROM results WHERE job_id = $1`,
+        [job.id],
+      );
+      expect(refused.rows.map((r) => r.reason)).toEqual(refused.rows.map(() => 'non_finite'));
+      expect(new Set(refused.rows.map((r) => r.account)).size).toBeGreaterThanOrEqual(2);
+      // Honest training diverged for everyone: no forfeit, no failure on anyone's trust.
+      expect(await events(c, job.id, 'forfeit')).toEqual([]);
+      for (const w of workers) expect(await getTrust(c.db, w.account)).toMatchObject({ failures: 0 });
+      // The whole budget goes back to the requester.
+      await waitFor('the refund', async () => (await c.ledger.balances(c.requester.address)).escrow === 0, 15_000);
+      expect(await c.ledger.balances(c.requester.address)).toMatchObject({
+        available: toMicro(TEST_REQUESTER_CREDITS),
+        escrow: 0,
+      });
+    } finally {
+      await stopWorkers(workers);
+      await c.destroy();
+    }
+  }, 120_000);
 });
 
 describe('coordinator shutdown', () => {

@@ -127,7 +127,12 @@ describe('cheap checks', () => {
     for (const h of honest.filter((x) => x.backend === 'wasm')) {
       const start = stages[h.stage];
       const zero = scaleWeights(h.out.delta, 0);
-      expect((await cheapCheck(input(start, h.seed, { ...h.out, delta: zero }))).code).toBe('zero-delta');
+      // A dead network trains to an all-zero delta honestly; a lazy worker sends one too: audited, not refused.
+      expect(await cheapCheck(input(start, h.seed, { ...h.out, delta: zero }))).toMatchObject({
+        code: 'zero-delta',
+        ok: true,
+        suspect: true,
+      });
 
       const next = mulberry32(h.seed);
       const norm = Math.hypot(...h.out.delta.data.flatMap((d) => Array.from(d)));
@@ -150,12 +155,8 @@ describe('cheap checks', () => {
       expect(['final-loss-inconsistent', 'no-progress'], scaled.reason).toContain(scaled.code);
       expect(scaled).toMatchObject({ ok: true, suspect: true });
       const huge = await cheapCheck(input(start, h.seed, { ...h.out, delta: scaleWeights(h.out.delta, 1e4) }));
-      // Over the norm bound: suspect (audited), and the loss checks that still run flag it as well.
-      expect(huge).toMatchObject({ ok: true, suspect: true });
-      expect(['delta-too-large', 'final-loss-inconsistent', 'no-progress']).toContain(huge.code);
-      expect(checkStructure(input(start, h.seed, { ...h.out, delta: scaleWeights(h.out.delta, 1e4) }))?.code).toBe(
-        'delta-too-large',
-      );
+      // Over the norm bound: suspect (audited); the exact first-loss check still ran (one batch), nothing after it.
+      expect(huge).toMatchObject({ code: 'delta-too-large', ok: true, suspect: true, forwardExamples: B });
       // A huge delta that is also a stale replay is refused by the exact first-loss check, not just flagged.
       const other = honest.find((x) => x.backend === 'wasm' && x.stage !== h.stage)!;
       const hugeStale = await cheapCheck(

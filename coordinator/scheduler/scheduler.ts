@@ -112,6 +112,7 @@ export class Scheduler extends EventEmitter {
         completeRound: (jobId, round) => this.maybeCompleteRound(jobId, round),
         track: (p) => this.track(p),
         log,
+        failJob: (jobId, error) => this.failJob(jobId, error),
       },
       verifyOptionsFromEnv(),
     );
@@ -176,25 +177,40 @@ export class Scheduler extends EventEmitter {
   }
 
   async cancelJob(id: string): Promise<JobRow | null> {
-    const revoked = await this.db.tx(async (q) => {
+    await this.endJob(id, 'cancelled', null, 'job cancelled');
+    return getJobRow(this.db, id);
+  }
+
+  /** Ends a running job as failed (training diverged): its leases are revoked and its escrow is refunded. */
+  async failJob(id: string, error: string): Promise<void> {
+    const ended = await this.endJob(id, 'failed', error, 'job failed');
+    if (ended) await this.hooks.onJobEnded?.(ended);
+  }
+
+  private async endJob(
+    id: string,
+    status: 'cancelled' | 'failed',
+    error: string | null,
+    why: string,
+  ): Promise<JobRow | null> {
+    const ended = await this.db.tx(async (q) => {
       const { rows } = await q.query<JobRow>(
-        `UPDATE jobs SET status = 'cancelled', updated_at = now()
+        `UPDATE jobs SET status = $2, error = COALESCE($3, error), updated_at = now()
          WHERE id = $1 AND status IN ('queued', 'running') RETURNING *`,
-        [id],
+        [id, status, error],
       );
       if (rows.length === 0) return null;
-      return (
-        await q.query<{ id: string; worker_id: string | null }>(
-          `UPDATE leases SET status = 'revoked', ended_at = $2, end_reason = 'job cancelled'
-           WHERE job_id = $1 AND status = 'active' RETURNING id, worker_id`,
-          [id, Date.now()],
-        )
-      ).rows;
+      const revoked = await q.query<{ id: string; worker_id: string | null }>(
+        `UPDATE leases SET status = 'revoked', ended_at = $2, end_reason = $3
+         WHERE job_id = $1 AND status = 'active' RETURNING id, worker_id`,
+        [id, Date.now(), why],
+      );
+      return { job: rows[0], revoked: revoked.rows };
     });
-    for (const l of revoked ?? [])
-      this.emit('revoke', { leaseId: l.id, workerId: l.worker_id, reason: 'job cancelled' });
-    if (revoked) this.emit('job', { jobId: id, status: 'cancelled' });
-    return getJobRow(this.db, id);
+    if (!ended) return null;
+    for (const l of ended.revoked) this.emit('revoke', { leaseId: l.id, workerId: l.worker_id, reason: why });
+    this.emit('job', { jobId: id, status });
+    return ended.job;
   }
 
   private async insertRoundUnits(q: Queryable, jobId: string, spec: JobSpec, round: number): Promise<void> {

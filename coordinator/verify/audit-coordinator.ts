@@ -9,6 +9,7 @@ import { checkpointEvery, getJobRow, type JobRow } from '../scheduler/job-repo.j
 import type { WeightCache } from '../scheduler/round-weights.js';
 import type { SchedulerHooks } from '../scheduler/scheduler.js';
 import type { Db, Queryable } from '../store/db.js';
+import { DivergenceWatch } from './divergence.js';
 import {
   type AuditSettlement,
   type ComparableResult,
@@ -95,6 +96,8 @@ export interface SchedulerPort {
   completeRound(jobId: string, round: number): Promise<boolean>;
   track(p: Promise<unknown>): void;
   log(msg: string, extra?: object): void;
+  /** Ends a running job as failed with this error (its escrow is refunded); nothing if it already ended. */
+  failJob(jobId: string, error: string): Promise<void>;
 }
 
 /**
@@ -129,6 +132,7 @@ export class AuditCoordinator {
   private selfAuditing = false;
   private readonly now = () => Date.now();
   private readonly verdicts: Verdicts;
+  private readonly divergence: DivergenceWatch;
 
   constructor(
     private readonly port: SchedulerPort,
@@ -137,6 +141,19 @@ export class AuditCoordinator {
     this.opts = { ...DEFAULT_VERIFY_OPTIONS, ...opts };
     this.engine = this.buildEngine();
     this.verdicts = new Verdicts(() => this.engine, port.hooks, this.now);
+    this.divergence = new DivergenceWatch({
+      db: port.db,
+      unitInputs: async (jobId, round, idx) => {
+        const job = await getJobRow(port.db, jobId);
+        if (!job) throw new Error(`job ${jobId} does not exist`);
+        return this.unitInputs(job, await this.dataSeed(port.db, jobId, round, idx));
+      },
+      failJob: (jobId, error) => port.failJob(jobId, error),
+      track: (p) => port.track(p),
+      log: (msg, extra) => port.log(msg, extra),
+      closing: () => this.closing,
+      now: this.now,
+    });
   }
 
   /** Changes options at run time (tests shorten deadlines, force or script audit draws). */
@@ -243,7 +260,8 @@ export class AuditCoordinator {
         startWeights: inputs.startWeights,
         delta: decodeWeights(payload),
         checkpoints: header.checkpoints,
-        losses: header.losses,
+        // The scheduler refused non-finite (null) losses before this; NaN keeps the type honest if one slips through.
+        losses: header.losses.map((l) => l ?? Number.NaN),
       },
       { ...DEFAULT_CHEAP_CHECK_BOUNDS, ...this.opts.cheapCheckBounds },
     );
@@ -337,6 +355,16 @@ export class AuditCoordinator {
     code: string,
     reason: string,
   ): Promise<void> {
+    if (code === 'non_finite') {
+      // Honest training can diverge: no consequences, but a unit that diverges for everyone fails the job.
+      return this.divergence.onNonFinite({
+        jobId: job.id,
+        round: lease.round,
+        idx: lease.idx,
+        account: lease.account,
+        reason,
+      });
+    }
     if (NOT_PUNISHED.has(code)) return;
     const effects = new Effects();
     await this.port.db.tx(async (q) => {

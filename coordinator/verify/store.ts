@@ -60,7 +60,7 @@ export async function saveTrust(
 export interface VerificationEvent {
   /** Defaults to a random id; forfeits use their idempotency key. */
   id?: string;
-  kind: 'audit' | 'self-audit' | 'cheap-check' | 'forfeit' | 'reissue' | 'reaudit';
+  kind: 'audit' | 'self-audit' | 'cheap-check' | 'forfeit' | 'reissue' | 'reaudit' | 'divergence-check';
   jobId: string;
   round: number;
   idx: number;

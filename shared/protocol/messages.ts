@@ -201,7 +201,11 @@ export const ResultHeader = Type.Object({
   finalHash: Hex64,
   /** sha256 of the training state every `checkpointEvery` steps, in order; the last one is the final state. */
   checkpoints: Type.Array(Hex64),
-  losses: Type.Array(Type.Number()),
+  /**
+   * The loss before each step. null stands for a non-finite loss (JSON has no NaN): training that diverged is
+   * reported as it is, and the coordinator refuses the result without holding it against the worker.
+   */
+  losses: Type.Array(Type.Union([Type.Number(), Type.Null()])),
   examples: Type.Integer({ minimum: 0 }),
   flops: Type.Number({ minimum: 0 }),
   backend: Type.String({ maxLength: 32 }),

@@ -24,10 +24,11 @@ import { checkpointCount } from './bisect.js';
  *    training, short units, tiny learning rates) skip the check: per-batch noise there can make an honest final
  *    loss come out a few percent worse.
  *
- * Two kinds of failure. Exact checks (structure, finiteness, a zero delta, the first loss) cannot fail for honest
- * work: the result is refused. The final-loss and progress checks are statistics about one batch, and honest units do fail them now and
+ * Two kinds of failure. Exact checks (structure, the first loss) cannot fail for honest work: the result is
+ * refused. The final-loss and progress checks are statistics about one batch, and honest units do fail them now and
  * then (seen on MNIST: a unit that starts from weights just after a large outer Nesterov step can lower its early
- * batches' losses by 30% yet end 20% worse on its last batch); the delta-norm bound is a heuristic too. Their
+ * batches' losses by 30% yet end 20% worse on its last batch); the delta-norm bound and the zero-delta test are
+ * heuristics too. Their
  * failure makes the result SUSPECT: it is never
  * refused or punished for it, but always audited, and the audit's exact comparison decides.
  */
@@ -51,6 +52,9 @@ export const SUSPECT_CODES: ReadonlySet<CheapCheckCode> = new Set([
   // ||delta|| > 10 ||weights|| is a bound, not a proof: Adam at a high learning rate over many local steps moves each
   // weight by up to lr per step, which can exceed ten times a small initial norm.
   'delta-too-large',
+  // Honest training returns an all-zero delta once a too-high learning rate has killed every ReLU (seen live: every
+  // unit of round 2 of an SGD job at lr 10); a lazy worker returns one too. Only an audit tells them apart.
+  'zero-delta',
 ]);
 
 export interface CheapCheckResult {
@@ -180,7 +184,7 @@ export function checkStructure(input: CheapCheckInput, bounds = DEFAULT_CHEAP_CH
   }
   const norm = l2Norm(delta);
   if (!Number.isFinite(norm)) return fail('non-finite-delta', 'delta contains NaN or infinite values');
-  if (norm === 0) return fail('zero-delta', 'delta is all zeros: no training happened');
+  if (norm === 0) return fail('zero-delta', 'delta is all zeros (a dead network, or no training at all)');
   const wNorm = l2Norm(startWeights);
   if (wNorm > 0 && norm > bounds.maxDeltaRatio * wNorm) {
     return fail(
@@ -232,6 +236,9 @@ export async function cheapCheck(
     }
   }
 
+  // Everything below is statistical: a result already suspect is audited anyway, so it needs no more forward passes.
+  if (structural) return { ...structural, firstLoss, forwardExamples };
+
   const finalWeights = addInto(input.startWeights, input.delta);
   const tail = Math.max(1, Math.ceil(B * bounds.tailFraction));
   const lastBatch = indices.subarray((steps - 1) * B, (steps - 1) * B + tail);
@@ -271,6 +278,5 @@ export async function cheapCheck(
       );
     }
   }
-  if (structural) return { ...structural, firstLoss, finalLoss, progress, forwardExamples };
   return { ok: true, suspect: false, code: 'ok', reason: 'passed', firstLoss, finalLoss, progress, forwardExamples };
 }
