@@ -5,6 +5,8 @@
  *   npm run bench:train -- --quick      fewer repetitions, shorter measurements
  *   npm run bench:train -- --no-webgpu  skip WebGPU
  *
+ * Then the CNN template's trainUnit throughput on cpu and on wasm (whose missing conv gradient is bridged to cpu).
+ *
  * For each backend x model (784-128-10, 784-256-10 MNIST MLPs) x batch (32, 128): a warm-up of both paths, then
  * interleaved timed runs of the same number of steps from the same weights with SGD 0.1; each path's best run is
  * kept (best-of-N resists noise from other processes on a shared machine). trainUnit's figure includes everything a
@@ -24,9 +26,10 @@ import '@tensorflow/tfjs-backend-wasm';
 import { chooseNodeBackend } from '../bin/node-backend.js';
 import { buildMnistDataset } from '../coordinator/store/builtin/mnist.js';
 import { assignExamples } from '../shared/train/assign.js';
-import { mnistMlpModel } from '../shared/train/templates.js';
+import { mnistCnnModel, mnistMlpModel } from '../shared/train/templates.js';
 import { trainUnit } from '../shared/train/train-unit.js';
 import type { Dataset, WeightSet } from '../shared/train/types.js';
+import { BRIDGED_WASM_KERNELS } from '../shared/train/wasm-gradient-kernels.js';
 import { applyWeights, weightsFromModel, weightsFromModelAsync } from '../shared/train/weights-format.js';
 
 const QUICK = process.argv.includes('--quick');
@@ -238,9 +241,53 @@ export async function measureCoordinatorOverhead(
   };
 }
 
+// ---- the CNN template on cpu and wasm ---------------------------------------------------------------------------------
+
+export interface CnnRow {
+  backend: Backend;
+  batch: number;
+  steps: number;
+  examplesPerSecond: number;
+  /** Gradient kernels this backend borrows from cpu (shared/train/wasm-gradient-kernels.ts). */
+  bridged: string[];
+}
+
+/**
+ * trainUnit on the dashboard's CNN template (two Conv2D layers). wasm has no Conv2DBackpropFilter of its own and
+ * runs the bridged cpu kernel for it, so this shows what the bridge costs against cpu, which has all its kernels.
+ */
+async function benchCnn(dataset: Dataset, log: (s: string) => void): Promise<CnnRow[]> {
+  const rows: CnnRow[] = [];
+  const batch = 32;
+  const steps = QUICK ? 4 : 8;
+  for (const backend of ['cpu', 'wasm'] as const) {
+    if (!(await useBackend(backend)).ok) continue;
+    const model = mnistCnnModel();
+    const weights = await initialWeights(model);
+    await measureTrainUnit(model, weights, dataset, 2, batch); // warm-up: kernels, model cache
+    let best = 0;
+    for (let rep = 0; rep < (QUICK ? 1 : 2); rep++) {
+      best = Math.max(best, (await measureTrainUnit(model, weights, dataset, steps, batch)).rate);
+    }
+    const bridged = backend === 'wasm' ? BRIDGED_WASM_KERNELS.filter((k) => CNN_KERNELS.includes(k)) : [];
+    rows.push({ backend, batch, steps, examplesPerSecond: best, bridged });
+    log(`cnn ${backend}: ${best.toFixed(0)} ex/s${bridged.length ? ` (bridged: ${bridged.join(', ')})` : ''}`);
+  }
+  return rows;
+}
+
+/** The gradient kernels a Conv2D model needs beyond the forward pass. */
+const CNN_KERNELS: readonly string[] = ['Conv2DBackpropFilter', 'Conv2DBackpropInput'];
+
 // ---- report ----------------------------------------------------------------------------------------------------------
 
-function writeDocs(rows: TrainBenchRow[], overhead: OverheadResult | null, seconds: number, load: number[]): void {
+function writeDocs(
+  rows: TrainBenchRow[],
+  cnn: CnnRow[],
+  overhead: OverheadResult | null,
+  seconds: number,
+  load: number[],
+): void {
   const path = 'docs/BENCHMARKS.md';
   let doc = '';
   try {
@@ -271,6 +318,20 @@ function writeDocs(rows: TrainBenchRow[], overhead: OverheadResult | null, secon
     `Worst ratio ${worst.toFixed(2)}; run time ${seconds.toFixed(0)} s; 1-minute load average ${load.map((l) => l.toFixed(1)).join(' -> ')} (start -> end) on 2 cores, so absolute figures move with whatever else the machine runs; the ratio compares runs interleaved under the same load.`,
     '',
   );
+  if (cnn.length > 0) {
+    const cpu = cnn.find((r) => r.backend === 'cpu');
+    lines.push(
+      `The CNN template (two Conv2D layers, SGD 0.1, batch ${cnn[0].batch}, ${cnn[0].steps} steps, best of the runs): wasm borrows the gradient kernels it lacks from cpu (\`shared/train/wasm-gradient-kernels.ts\`).`,
+      '',
+      '| backend | trainUnit ex/s | vs cpu | kernels bridged to cpu |',
+      '| --- | ---: | ---: | --- |',
+      ...cnn.map(
+        (r) =>
+          `| ${r.backend} | ${r.examplesPerSecond.toFixed(0)} | ${cpu ? (r.examplesPerSecond / cpu.examplesPerSecond).toFixed(2) : '-'} | ${r.bridged.join(', ') || 'none'} |`,
+      ),
+      '',
+    );
+  }
   if (overhead) lines.push(...overhead.lines, '');
   const section = lines.join('\n');
   const re = /## bench:train\n[\s\S]*?(?=\n## |$)/;
@@ -298,6 +359,7 @@ export async function main(): Promise<void> {
     }
     log(`${backend}: ${((performance.now() - tb) / 1000).toFixed(0)} s`);
   }
+  const cnn = await benchCnn(dataset, log);
   await useBackend('wasm');
   const overhead = await measureCoordinatorOverhead(dataset, log);
   const seconds = (performance.now() - t0) / 1000;
@@ -307,9 +369,9 @@ export async function main(): Promise<void> {
   mkdirSync('bench/results', { recursive: true });
   writeFileSync(
     'bench/results/train.json',
-    `${JSON.stringify({ date: new Date().toISOString(), quick: QUICK, node: process.version, rows, worstRatio: worst, seconds, loadAverage: load, ...(overhead ? { coordinatorOverhead: overhead.json } : {}) }, null, 2)}\n`,
+    `${JSON.stringify({ date: new Date().toISOString(), quick: QUICK, node: process.version, rows, cnn, worstRatio: worst, seconds, loadAverage: load, ...(overhead ? { coordinatorOverhead: overhead.json } : {}) }, null, 2)}\n`,
   );
-  writeDocs(rows, overhead, seconds, load);
+  writeDocs(rows, cnn, overhead, seconds, load);
 }
 
 if (process.argv[1] && import.meta.url === pathToFileURL(process.argv[1]).href) {
