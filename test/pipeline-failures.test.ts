@@ -208,9 +208,10 @@ describe('coordinator shutdown', () => {
         );
         req.on('error', reject);
         req.write(Buffer.alloc(4));
-        setTimeout(() => req.end(Buffer.alloc(4)), 300);
+        setTimeout(() => req.end(Buffer.alloc(4)), 1_300);
       });
-      await new Promise((r) => setTimeout(r, 100));
+      // Time for the server to take the request in (seconds, on a loaded 2-core machine) before close() begins.
+      await new Promise((r) => setTimeout(r, 1_000));
       const t0 = Date.now();
       // Without the fix Node holds the socket, and so close(), for Fastify's keepAliveTimeout (72 s).
       const closed = await Promise.race([
@@ -218,8 +219,9 @@ describe('coordinator shutdown', () => {
         new Promise<false>((r) => setTimeout(() => r(false), 15_000)),
       ]);
       expect(closed, `close() still waiting after ${Date.now() - t0} ms`).toBe(true);
-      // The request in flight was answered (the upload is not a dataset), not cut off.
-      expect(await answered).toBe(400);
+      // The request in flight was answered, not cut off: 400 (the upload is not a dataset), or 503 if a very slow
+      // machine had not taken the request in before close() began.
+      expect([400, 503]).toContain(await answered);
     } finally {
       agent.destroy();
       await c.destroy();
