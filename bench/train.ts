@@ -243,6 +243,9 @@ export async function measureCoordinatorOverhead(
 
 // ---- the CNN template on cpu and wasm ---------------------------------------------------------------------------------
 
+/** The gradient kernels a Conv2D model needs beyond the forward pass. */
+const CNN_KERNELS: readonly string[] = ['Conv2DBackpropFilter', 'Conv2DBackpropInput'];
+
 export interface CnnRow {
   backend: Backend;
   batch: number;
@@ -275,9 +278,6 @@ async function benchCnn(dataset: Dataset, log: (s: string) => void): Promise<Cnn
   }
   return rows;
 }
-
-/** The gradient kernels a Conv2D model needs beyond the forward pass. */
-const CNN_KERNELS: readonly string[] = ['Conv2DBackpropFilter', 'Conv2DBackpropInput'];
 
 // ---- report ----------------------------------------------------------------------------------------------------------
 

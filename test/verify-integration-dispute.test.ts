@@ -22,6 +22,17 @@ beforeAll(async () => {
   await tf.ready();
 });
 
+/**
+ * The cheater's side of the silence tests: leases the unit, trains it with a poison after step 8 and submits it
+ * (acked: held for its audit). keepStates: it can answer reveals from its forged, self-consistent states.
+ */
+async function submitPoisoned(w: RawWorker, opts: { keepStates: boolean }): Promise<void> {
+  const lease = await w.lease();
+  const cheat = await poisonedRun(await w.unitInputs(lease), 8, 1e-2);
+  if (opts.keepStates) w.states.set(lease.leaseId, cheat.checkpointStates);
+  expect(await w.submitRun(lease, cheat)).toMatchObject({ type: 'ack' });
+}
+
 describe('a cheated unit, detected over the wire', () => {
   it('names the first bad segment, recomputes only it, rejects the cheater and accepts the honest result after one more audit', async () => {
     const c = await startTestCoordinator(testStore('pglite'));
@@ -162,18 +173,12 @@ describe('reveal rules', () => {
       const ghost = await signedWorker(c.url, 'verify-ghost');
       const bob = await signedWorker(c.url, 'verify-bob3');
       workers.push(ghost, bob);
-      const lease = await ghost.lease();
-      const cheat = await poisonedRun(await ghost.unitInputs(lease), 8, 1e-2);
-      const payload = encodeWeights(cheat.delta);
-      expect(await ghost.submit(RawWorker.header(lease, cheat, payload), payload)).toMatchObject({ type: 'ack' });
+      await submitPoisoned(ghost, { keepStates: false });
       // Gone before anyone can ask it anything: like a closed tab.
       ghost.vanish();
 
-      const leaseB = await bob.lease();
-      const { out } = await bob.train(leaseB);
-      const payloadB = encodeWeights(out.delta);
       const t0 = Date.now();
-      await bob.submit(RawWorker.header(leaseB, out, payloadB), payloadB);
+      await bob.trainAndSubmit();
       const audit = await waitFor('the dispute', async () => (await events(c, job.id, 'audit'))[0], 30_000);
       expect(Date.now() - t0).toBeGreaterThanOrEqual(deadline);
       // Silence alone proves nothing: the referee ran the whole unit (16 steps) and the ghost's delta is not it.
@@ -200,18 +205,11 @@ describe('reveal rules', () => {
       const mallory = await signedWorker(c.url, 'verify-mallory-tab');
       const bob = await signedWorker(c.url, 'verify-bob-tab');
       workers.push(mallory, bob);
-      const lease = await mallory.lease();
-      const cheat = await poisonedRun(await mallory.unitInputs(lease), 8, 1e-2);
       // Mallory stays and answers every reveal from its forged (self-consistent) states.
-      mallory.states.set(lease.leaseId, cheat.checkpointStates);
-      const payload = encodeWeights(cheat.delta);
-      expect(await mallory.submit(RawWorker.header(lease, cheat, payload), payload)).toMatchObject({ type: 'ack' });
+      await submitPoisoned(mallory, { keepStates: true });
 
       // Bob does the audit copy honestly, uploads it, and closes the tab before anyone asks for his states.
-      const leaseB = await bob.lease();
-      const { out } = await bob.train(leaseB);
-      const payloadB = encodeWeights(out.delta);
-      expect(await bob.submit(RawWorker.header(leaseB, out, payloadB), payloadB)).toMatchObject({ type: 'ack' });
+      expect((await bob.trainAndSubmit()).answer).toMatchObject({ type: 'ack' });
       bob.vanish();
 
       const audit = await waitFor('the dispute', async () => (await events(c, job.id, 'audit'))[0], 30_000);

@@ -148,10 +148,7 @@ describe('a statistical cheap check that honest work fails', () => {
         auditedJob({ unitsPerRound: 2, verification: { minAuditProbability: 0, checkpointEvery: 2, tolerance: 0 } }),
       );
       const submitHonest = async (w: RawWorker) => {
-        const lease = await w.lease();
-        const { out } = await w.train(lease);
-        const payload = encodeWeights(out.delta);
-        const answer = await w.submit(RawWorker.header(lease, out, payload), payload);
+        const { lease, answer } = await w.trainAndSubmit();
         // Leases are blind (no unit index); the coordinator's unit row is found by its data seed.
         const unit = await c.db.query<{ idx: number }>('SELECT idx FROM units WHERE job_id = $1 AND data_seed = $2', [
           job.id,
@@ -224,11 +221,9 @@ describe('a convolutional job, audited, with every party on wasm', () => {
     try {
       const job = await postJob(c.url, auditedJob({ model: mnistCnnModel(), localSteps: 4, batchSize: 8 }));
       for (const w of [alice, bob]) {
-        const lease = await w.lease();
-        const { out } = await w.train(lease);
+        const { out, answer } = await w.trainAndSubmit();
         expect(out.backend).toBe('wasm');
-        const payload = encodeWeights(out.delta);
-        expect(await w.submit(RawWorker.header(lease, out, payload), payload)).toMatchObject({ type: 'ack' });
+        expect(answer).toMatchObject({ type: 'ack' });
       }
       const done = await waitForJob(c.url, job.id, 60_000);
       expect(done.unitsDone).toBe(1);

@@ -26,6 +26,9 @@ export interface DivergenceDeps {
 /** Distinct accounts whose result for a unit must be non-finite before the coordinator checks it itself. */
 export const DIVERGENCE_WITNESSES = 2;
 
+/** Units remembered as cleared; forgetting one only costs one more check of it. */
+const MAX_CLEARED = 10_000;
+
 export class DivergenceWatch {
   private checking = new Set<string>();
   /** Units whose own run stayed finite: their non-finite results were the workers' problem. */
@@ -85,6 +88,8 @@ export class DivergenceWatch {
     });
     if (!at) {
       this.cleared.add(unitKey(jobId, round, idx));
+      // Only the current rounds matter; keep the memory of a long-running coordinator bounded (oldest go first).
+      if (this.cleared.size > MAX_CLEARED) this.cleared.delete(this.cleared.values().next().value as string);
       return;
     }
     await this.deps.failJob(

@@ -208,6 +208,19 @@ export class RawWorker {
     };
   }
 
+  /** Submits a run for a lease, honest or forged: its delta as the payload, its commitments and losses as the header. */
+  async submitRun(lease: LeaseMsg, out: TrainUnitOutput): Promise<ServerMessage> {
+    const payload = encodeWeights(out.delta);
+    return this.submit(RawWorker.header(lease, out, payload), payload);
+  }
+
+  /** Leases a unit, trains it honestly (keeping its states for reveals) and submits the result. */
+  async trainAndSubmit(): Promise<{ lease: LeaseMsg; out: TrainUnitOutput; answer: ServerMessage }> {
+    const lease = await this.lease();
+    const { out } = await this.train(lease);
+    return { lease, out, answer: await this.submitRun(lease, out) };
+  }
+
   sendResult(header: ResultHeader, delta: WeightSet | Uint8Array): void {
     const payload = delta instanceof Uint8Array ? delta : encodeWeights(delta);
     this.ws.send(encodeResultEnvelope(header, payload));
