@@ -1,9 +1,5 @@
-import { existsSync, mkdirSync, readFileSync, renameSync, rmSync, writeFileSync } from 'node:fs';
-import { createRequire } from 'node:module';
-import { tmpdir } from 'node:os';
-import { join } from 'node:path';
-import { PGlite } from '@electric-sql/pglite';
 import pg from 'pg';
+import { openPgliteThread } from './pglite-worker-db.js';
 
 /**
  * One SQL interface over both stores: embedded PGlite (default, zero setup) and PostgreSQL (DATABASE_URL, for
@@ -33,67 +29,7 @@ export interface OpenDbOptions {
 export async function openDb(opts: OpenDbOptions): Promise<Db> {
   if (opts.databaseUrl && /^postgres(ql)?:\/\//.test(opts.databaseUrl))
     return openPostgres(opts.databaseUrl, opts.schema);
-  return openPglite(opts.dataDir);
-}
-
-/**
- * initdb inside PGlite takes several seconds on these machines; a fresh cluster dumped once and loaded into every new
- * database takes about one. The template sits in the OS temp folder, keyed by the PGlite version.
- */
-const PGLITE_VERSION = (() => {
-  // The package does not export its package.json; find it beside the resolved entry point.
-  const entry = createRequire(import.meta.url).resolve('@electric-sql/pglite');
-  const pkg = join(entry.slice(0, entry.lastIndexOf('/dist/')), 'package.json');
-  return (JSON.parse(readFileSync(pkg, 'utf8')) as { version: string }).version;
-})();
-const TEMPLATE = join(tmpdir(), `swarmgrad-pglite-template-${PGLITE_VERSION}.tar`);
-
-async function newPglite(dir: string | undefined): Promise<PGlite> {
-  const fresh = dir === undefined || !existsSync(dir);
-  if (fresh && existsSync(TEMPLATE)) {
-    try {
-      const pgl = new PGlite(dir, { loadDataDir: new Blob([readFileSync(TEMPLATE)]) });
-      await pgl.waitReady;
-      return pgl;
-    } catch {
-      // A damaged template: fall back to initdb below and write a new one.
-      if (dir) rmSync(dir, { recursive: true, force: true });
-    }
-  }
-  const pgl = new PGlite(dir);
-  await pgl.waitReady;
-  if (fresh) {
-    const dump = await pgl.dumpDataDir('none');
-    const tmp = `${TEMPLATE}.${process.pid}.tmp`;
-    writeFileSync(tmp, new Uint8Array(await dump.arrayBuffer()));
-    renameSync(tmp, TEMPLATE);
-  }
-  return pgl;
-}
-
-async function openPglite(dataDir: string): Promise<Db> {
-  let dir: string | undefined;
-  if (dataDir !== 'memory://') {
-    mkdirSync(dataDir, { recursive: true });
-    dir = `${dataDir}/pglite`;
-  }
-  const pgl = await newPglite(dir);
-  const wrap = (q: Pick<PGlite, 'query'>): Queryable => ({
-    async query<T>(sql: string, params?: unknown[]) {
-      const r = await q.query<T>(sql, params as unknown[]);
-      return { rows: r.rows, rowCount: r.affectedRows ?? r.rows.length };
-    },
-  });
-  const base = wrap(pgl);
-  return {
-    kind: 'pglite',
-    query: base.query,
-    tx: (fn) => pgl.transaction((t) => fn(wrap(t))),
-    exec: async (sql) => {
-      await pgl.exec(sql);
-    },
-    close: () => pgl.close(),
-  };
+  return openPgliteThread(opts.dataDir);
 }
 
 async function openPostgres(url: string, schema?: string): Promise<Db> {
