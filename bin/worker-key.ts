@@ -36,24 +36,19 @@ function parseKey(text: string, where: string): Hex {
 
 /**
  * The worker's signing key, the account its results are credited to:
- *   1. --key-file PATH (JSON {"privateKey": "0x…"} or a bare hex line), which must exist;
+ *   1. --key-file PATH, created with a fresh key (mode 0600) when it does not exist yet;
  *   2. the SWARMGRAD_PRIVATE_KEY environment variable;
- *   3. DEFAULT_WORKER_KEY_FILE, created with a fresh key (mode 0600) the first time.
+ *   3. DEFAULT_WORKER_KEY_FILE, created the same way the first time.
+ * A key file is JSON {"address": "0x…", "privateKey": "0x…"} (address informative) or one bare 0x… hex line.
  */
 export function resolveWorkerKey(opts: { keyFile?: string; envKey?: string; defaultFile?: string }): WorkerKey {
-  if (opts.keyFile) {
-    const file = resolve(opts.keyFile);
-    if (!existsSync(file)) throw new Error(`--key-file ${opts.keyFile} does not exist`);
-    const privateKey = parseKey(readFileSync(file, 'utf8'), opts.keyFile);
-    return { privateKey, address: addressFromPrivateKey(privateKey), source: 'file', file };
-  }
-  if (opts.envKey) {
+  if (!opts.keyFile && opts.envKey) {
     const privateKey = parseKey(opts.envKey, 'SWARMGRAD_PRIVATE_KEY');
     return { privateKey, address: addressFromPrivateKey(privateKey), source: 'env' };
   }
-  const file = resolve(opts.defaultFile ?? DEFAULT_WORKER_KEY_FILE);
+  const file = resolve(opts.keyFile ?? opts.defaultFile ?? DEFAULT_WORKER_KEY_FILE);
   if (existsSync(file)) {
-    const privateKey = parseKey(readFileSync(file, 'utf8'), file);
+    const privateKey = parseKey(readFileSync(file, 'utf8'), opts.keyFile ?? file);
     return { privateKey, address: addressFromPrivateKey(privateKey), source: 'file', file };
   }
   const privateKey = generatePrivateKey();

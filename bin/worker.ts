@@ -9,15 +9,48 @@ import { DEFAULT_WORKER_KEY_FILE, resolveWorkerKey, type WorkerKey } from './wor
  * coordinator's challenge with its key: --key-file, else SWARMGRAD_PRIVATE_KEY, else ./data/worker-key.json (created
  * on first run). --account is optional; when given it must be the key's address.
  */
-const { values } = parseArgs({
-  options: {
-    coordinator: { type: 'string', default: process.env.SWARMGRAD_COORDINATOR ?? 'http://localhost:8080' },
-    account: { type: 'string', default: process.env.SWARMGRAD_ACCOUNT || undefined },
-    'key-file': { type: 'string', default: process.env.SWARMGRAD_KEY_FILE || undefined },
-    backend: { type: 'string' },
-    quiet: { type: 'boolean', default: false },
-  },
-});
+const USAGE = `Usage: npm run worker -- [options]
+
+Trains work units of a swarmgrad coordinator until Ctrl-C (which hands the unit in hand back at once).
+
+Options:
+  --coordinator URL   the coordinator (env SWARMGRAD_COORDINATOR; default http://localhost:8080)
+  --key-file PATH     the signing key, i.e. your account; created with a new key when PATH does not exist
+                      (env SWARMGRAD_KEY_FILE; else env SWARMGRAD_PRIVATE_KEY; else ${DEFAULT_WORKER_KEY_FILE})
+  --account ADDRESS   optional check: must be the key's address (env SWARMGRAD_ACCOUNT)
+  --backend NAME      webgpu, wasm or cpu (default: the fastest that works here)
+  --quiet             no line per unit
+  -h, --help          this text
+
+Key file format: JSON {"address": "0x...", "privateKey": "0x..."} (written with mode 0600), or one line with the
+0x-prefixed 64-hex-digit private key. Keep it: the credit your worker earns belongs to that key.
+`;
+
+let parsed: ReturnType<typeof parseOptions>;
+function parseOptions() {
+  return parseArgs({
+    options: {
+      coordinator: { type: 'string', default: process.env.SWARMGRAD_COORDINATOR ?? 'http://localhost:8080' },
+      account: { type: 'string', default: process.env.SWARMGRAD_ACCOUNT || undefined },
+      'key-file': { type: 'string', default: process.env.SWARMGRAD_KEY_FILE || undefined },
+      backend: { type: 'string' },
+      quiet: { type: 'boolean', default: false },
+      help: { type: 'boolean', short: 'h', default: false },
+    },
+  });
+}
+try {
+  parsed = parseOptions();
+} catch (err) {
+  // Unknown options and missing values: say which, and how to ask for the list, without a stack trace.
+  console.error(`${(err as Error).message}\n\n${USAGE}`);
+  process.exit(2);
+}
+const { values } = parsed;
+if (values.help) {
+  console.log(USAGE);
+  process.exit(0);
+}
 
 let key: WorkerKey;
 try {
