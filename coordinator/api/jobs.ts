@@ -6,6 +6,7 @@ import type { Principal } from '../accounts/index.js';
 import { type Credits, toCredits, toMicro } from '../credits/index.js';
 import { InsufficientFunds, type Ledger, LedgerError } from '../ledger/index.js';
 import { getJobRow, type JobRow, jobView, newJobId } from '../scheduler/job-repo.js';
+import { checkJobLimits } from '../scheduler/preflight.js';
 import { type Scheduler, SchedulerError } from '../scheduler/scheduler.js';
 import type { DatasetRepo } from '../store/datasets.js';
 import type { Db } from '../store/db.js';
@@ -65,6 +66,9 @@ export async function jobsApi(app: FastifyInstance, opts: JobsApiOptions): Promi
         const field = e.path.startsWith('/model') ? e.path : `/model${e.path}`;
         throw new ApiError(400, `${field} ${e.message}`, field);
       }
+      // Limits first (no tfjs, no escrow); the trial step runs in createJob (scheduler/preflight.ts).
+      const limits = checkJobLimits(spec);
+      if (limits) throw new ApiError(400, limits.message, limits.field);
       const dataset = await datasets.find(spec.dataset);
       if (!dataset) throw new ApiError(404, `no dataset "${spec.dataset}"`, '/dataset');
       const inputSize = checked.model ? modelInputSize(checked.model) : null;

@@ -450,7 +450,8 @@ export class WorkerLoop {
       this.emit({ type: 'log', level: 'error', message: `unit ${lease.leaseId} failed: ${String(err)}` });
       if (this.current === held) {
         this.current = null;
-        this.sendJson({ type: 'release', leaseId: lease.leaseId });
+        // The reason lets the coordinator tell a job nobody can train from a worker that failed (job-fault.ts).
+        this.sendJson({ type: 'release', leaseId: lease.leaseId, error: String(err).slice(0, 500) });
         this.requestWork();
       }
     }
