@@ -69,7 +69,7 @@ export async function jobsApi(app: FastifyInstance, opts: JobsApiOptions): Promi
       // Limits first (no tfjs, no escrow); the trial step runs in createJob (scheduler/preflight.ts).
       const limits = checkJobLimits(spec);
       if (limits) throw new ApiError(400, limits.message, limits.field);
-      const dataset = await datasets.find(spec.dataset);
+      const dataset = await datasets.find(spec.dataset, who.address);
       if (!dataset) throw new ApiError(404, `no dataset "${spec.dataset}"`, '/dataset');
       const inputSize = checked.model ? modelInputSize(checked.model) : null;
       const featureSize = dataset.featureShape.reduce((a, b) => a * b, 1);
