@@ -49,7 +49,7 @@ async function upload(c: TestCoordinator, key: string | null, bytes: Uint8Array)
   return fetch(`${c.url}/api/v1/datasets`, {
     method: 'POST',
     headers: { 'content-type': 'application/octet-stream', ...(key ? bearer(key) : {}) },
-    body: bytes,
+    body: Buffer.from(bytes),
   });
 }
 
