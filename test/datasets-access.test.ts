@@ -125,6 +125,17 @@ describe('datasets and blobs belong to their owners', () => {
       w.send({ type: 'release', leaseId: lease.leaseId });
       await expect.poll(() => blob(c, lease.unit.datasetHash, mine), { timeout: 10_000, interval: 100 }).toBe(404);
 
+      // Weights are no more shared than datasets: Bob cannot start from Alice's job's weights; Alice can.
+      const fromA = { ...spec, dataset: dsA.id, initialWeights: lease.unit.weightsHash };
+      const bobFromA = await fetch(`${c.url}/api/v1/jobs`, {
+        method: 'POST',
+        headers: { 'content-type': 'application/json', ...bearer(bob.apiKey) },
+        body: JSON.stringify({ ...fromA, dataset: dsB.id }),
+      });
+      expect(bobFromA.status).toBe(404);
+      expect(((await bobFromA.json()) as { field: string }).field).toBe('/initialWeights');
+      expect((await postJob(c.url, fromA, alice)).status).toBe('queued');
+
       // The requester's own model download still works.
       const model = await fetch(`${c.url}/api/v1/jobs/${jobA.id}/model/model.json`, { headers: bearer(alice) });
       expect(model.status).toBe(200);

@@ -181,7 +181,7 @@ describe('a job that fails on every worker anyway', () => {
     }
   });
 
-  it('two releases with an error are not enough, and a job the coordinator can train keeps running', async () => {
+  it('three accounts claiming they cannot train a unit the coordinator can train: the job runs on, their releases count', async () => {
     const c = await startTestCoordinator(testStore('pglite'));
     const workers = await Promise.all(['lie-a', 'lie-b', 'lie-c'].map((n) => signedWorker(c.url, n)));
     try {

@@ -80,6 +80,16 @@ export async function jobsApi(app: FastifyInstance, opts: JobsApiOptions): Promi
           '/model',
         );
       }
+      // Initial weights by hash: only the weights of one of your own jobs (another account's are not yours to reuse).
+      if (spec.initialWeights) {
+        const own = await db.query('SELECT 1 FROM jobs WHERE owner = $1 AND weights_hash = $2 LIMIT 1', [
+          who.address,
+          spec.initialWeights,
+        ]);
+        if (own.rows.length === 0) {
+          throw new ApiError(404, 'no weights with that id among your jobs', '/initialWeights');
+        }
+      }
       const budget = spec.budget === undefined ? 0 : toMicro(spec.budget);
       if (spec.budget === undefined && !opts.devMode) {
         throw new ApiError(400, '/budget is required: the credits to escrow for this job from your balance', '/budget');

@@ -41,9 +41,12 @@ export class JobFaultWatch {
     const key = `${job.id}:${job.weights_hash}`;
     let p = this.trials.get(key);
     if (!p) {
-      p = this.deps.trial(job);
+      // A trial that cannot even run (a blob missing) proves nothing against the job: treated as no fault.
+      p = this.deps.trial(job).catch(() => {
+        this.trials.delete(key);
+        return null;
+      });
       this.trials.set(key, p);
-      p.catch(() => this.trials.delete(key));
       if (this.trials.size > MAX_TRIALS) this.trials.delete(this.trials.keys().next().value as string);
     }
     return p;
