@@ -4,7 +4,7 @@ import type { Browser } from 'playwright-core';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { ensureWebBuilt } from './helpers/build-web.js';
 import { postJob, smallMnistJob, startTestCoordinator, type TestCoordinator, testStore } from './helpers/cluster.js';
-import { launchChromium, openPage } from './helpers/web-browser.js';
+import { launchChromium, openPage, type WatchedPage, waitUntil } from './helpers/web-browser.js';
 
 /**
  * Finding #10 (issue 9): a page of another origin that frames the widget frame without the tag's consent handshake
@@ -12,6 +12,20 @@ import { launchChromium, openPage } from './helpers/web-browser.js';
  * and the dashboard refuse to be framed at all.
  */
 const ACCOUNT = '0x7e57000000000000000000000000000000000b0b';
+const FAKE_CONSENT = `<script>addEventListener('message', (ev) => {
+  if (ev.data && ev.data.type === 'swarmgrad:ready') ev.source.postMessage({ type: 'swarmgrad:consent', nonce: ev.data.nonce }, '*');
+});</script>`;
+
+/** Sockets, connected workers and leases after `ms` on a host page. */
+async function activity(c: TestCoordinator, w: WatchedPage, url: string, ms: number) {
+  const sockets: string[] = [];
+  w.page.on('websocket', (s) => sockets.push(s.url()));
+  await w.page.goto(url);
+  await w.page.waitForTimeout(ms);
+  const workers = await c.db.query<{ n: number }>('SELECT count(*)::int AS n FROM workers');
+  const leases = await c.db.query<{ n: number }>('SELECT count(*)::int AS n FROM leases');
+  return { sockets, workers: workers.rows[0].n, leases: leases.rows[0].n };
+}
 
 describe('framing by another origin', () => {
   let c: TestCoordinator;
@@ -27,6 +41,9 @@ describe('framing by another origin', () => {
     const pages: Record<string, string> = {
       // No tag: the frame alone, full size and on screen.
       '/bare': `<iframe title="bare" src="${origin}/widget/frame?account=${ACCOUNT}" style="width:400px;height:260px"></iframe>`,
+      // The tag's handshake, faked by the framing page itself, on a frame nobody can see, and on a visible one.
+      '/ghost': `<iframe title="ghost" src="${origin}/widget/frame?account=${ACCOUNT}" style="opacity:0;width:400px;height:260px"></iframe>${FAKE_CONSENT}`,
+      '/faked': `<iframe title="faked" src="${origin}/widget/frame?account=${ACCOUNT}" style="width:400px;height:260px"></iframe>${FAKE_CONSENT}`,
       '/volunteer': `<iframe title="volunteer" src="${origin}/" style="width:800px;height:600px"></iframe>`,
       '/requester': `<iframe title="requester" src="${origin}/requester" style="width:800px;height:600px"></iframe>`,
     };
@@ -67,6 +84,28 @@ describe('framing by another origin', () => {
       });
       const frame = w.page.frameLocator('iframe[title="bare"]');
       expect(await frame.getByTestId('widget-waiting').isVisible()).toBe(true);
+      expect(w.errors).toEqual([]);
+    } finally {
+      await w.context.close();
+    }
+  });
+
+  it('a faked handshake on an invisible frame does not train either; on a visible frame it does (all it can fake)', async () => {
+    const w = await openPage(browser, 'about:blank');
+    try {
+      expect(await activity(c, w, `${hostOrigin}/ghost`, 12_000)).toEqual({ sockets: [], workers: 0, leases: 0 });
+      expect(await w.page.frameLocator('iframe[title="ghost"]').getByTestId('widget-waiting').count()).toBe(1);
+      // The control: the same page with the frame visible trains (what a framing page can do is be seen doing it).
+      await w.page.goto(`${hostOrigin}/faked`);
+      await waitUntil(
+        'the visible frame connects',
+        async () => {
+          const { rows } = await c.db.query<{ n: number }>('SELECT count(*)::int AS n FROM workers');
+          return rows[0].n > 0;
+        },
+        60_000,
+        500,
+      );
       expect(w.errors).toEqual([]);
     } finally {
       await w.context.close();
