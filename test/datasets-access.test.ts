@@ -106,7 +106,7 @@ describe('datasets and blobs belong to their owners', () => {
       });
       expect(onB.status).toBe(404);
       const jobA = await postJob(c.url, { ...spec, dataset: dsA.id }, alice);
-      await postJob(c.url, { ...spec, dataset: dsB.id }, bob.apiKey);
+      const jobB = await postJob(c.url, { ...spec, dataset: dsB.id }, bob.apiKey);
 
       // A worker's lease opens the model, weights and dataset of its own unit, and nothing else.
       const lease = await w.lease();
@@ -139,6 +139,15 @@ describe('datasets and blobs belong to their owners', () => {
       // The requester's own model download still works.
       const model = await fetch(`${c.url}/api/v1/jobs/${jobA.id}/model/model.json`, { headers: bearer(alice) });
       expect(model.status).toBe(200);
+      const path = ((await model.json()) as { weightsManifest: { paths: string[] }[] }).weightsManifest[0].paths[0];
+      const weightsOf = (jobId: string, file: string) =>
+        fetch(`${c.url}/api/v1/jobs/${jobId}/model/${file}`, { headers: bearer(alice) }).then((r) => r.status);
+      expect(await weightsOf(jobA.id, path)).toBe(200);
+      // ...but her job's download route is no back door to other blobs by hash (Bob's weights).
+      const { rows } = await c.db.query<{ weights_hash: string }>('SELECT weights_hash FROM jobs WHERE id = $1', [
+        jobB.id,
+      ]);
+      expect(await weightsOf(jobA.id, `weights-${rows[0].weights_hash}.bin`)).toBe(404);
     } finally {
       w.close();
       await c.destroy();
