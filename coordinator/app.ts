@@ -73,7 +73,10 @@ export async function startCoordinator(overrides: Partial<CoordinatorConfig> = {
   await runMigrations(db, allMigrations());
   // Blobs live in PostgreSQL when the store is PostgreSQL, so replicas need no shared DATA_DIR (store/blobs.ts).
   const blobs = blobStoreFor(db, config.dataDir);
-  const datasets = new DatasetRepo(db, blobs);
+  const datasets = new DatasetRepo(db, blobs, {
+    cacheBytes: config.datasetCacheBytes,
+    uploadQuotaBytesPerDay: config.datasetUploadQuotaBytes,
+  });
   await datasets.ensureBuiltins();
 
   const app = Fastify({
@@ -168,7 +171,8 @@ export async function startCoordinator(overrides: Partial<CoordinatorConfig> = {
   app.get('/api/v1/openapi.json', { schema: { hide: true } }, async () => app.swagger());
   app.get('/api/v1/health', { schema: { hide: true } }, async () => ({ ok: true, store: db.kind }));
 
-  // Dataset uploads need a key like every requester write; reading datasets and blobs stays public (workers).
+  // Dataset uploads need a key like every requester write; datasets and blobs are their owners' (api/datasets.ts,
+  // api/blobs.ts): workers read blobs with their lease.
   app.addHook('onRoute', (route) => {
     const methods = Array.isArray(route.method) ? route.method : [route.method];
     if (route.url !== '/api/v1/datasets' || !methods.includes('POST')) return;
@@ -180,7 +184,7 @@ export async function startCoordinator(overrides: Partial<CoordinatorConfig> = {
     route.onRequest = [requireKey, ...existing];
     route.schema = { ...route.schema, security: BEARER };
   });
-  await app.register(datasetsApi, { datasets, maxUploadBytes: config.maxUploadBytes });
+  await app.register(datasetsApi, { datasets, auth, maxUploadBytes: config.maxUploadBytes });
   await app.register(authApi, { auth });
   await app.register(jobsApi, { db, scheduler, datasets, auth, ledger, credits, devMode: config.devMode });
   await app.register(accountsApi, {
@@ -206,7 +210,7 @@ export async function startCoordinator(overrides: Partial<CoordinatorConfig> = {
     defaultPricePerTflop: defaultPrice,
     reliabilityMinLeases: config.reliabilityMinLeases,
   });
-  await app.register(blobsApi, { blobs });
+  await app.register(blobsApi, { blobs, db, auth });
   await app.register(workerGateway, {
     scheduler,
     db,

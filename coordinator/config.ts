@@ -9,6 +9,10 @@ export interface CoordinatorConfig {
   databaseSchema?: string;
   /** Largest accepted upload (datasets, weights), bytes. */
   maxUploadBytes: number;
+  /** Dataset bytes one account may upload per rolling 24 hours (0: unlimited); 429 above. */
+  datasetUploadQuotaBytes: number;
+  /** Memory for decoded datasets (least recently used dropped first); decoded is ~4x the file size. */
+  datasetCacheBytes: number;
   /** Folder of the built web app; served at / when present. */
   webDir: string;
   /** How often expired leases are swept, ms. */
@@ -63,6 +67,8 @@ export function configFromEnv(env: NodeJS.ProcessEnv = process.env): Coordinator
     databaseUrl: env.DATABASE_URL || undefined,
     databaseSchema: env.DATABASE_SCHEMA || undefined,
     maxUploadBytes: intEnv(env.MAX_UPLOAD_BYTES, 64 * 1024 * 1024),
+    datasetUploadQuotaBytes: intEnv(env.DATASET_UPLOAD_QUOTA_BYTES, 1024 * 1024 * 1024),
+    datasetCacheBytes: intEnv(env.DATASET_CACHE_BYTES, 1024 * 1024 * 1024),
     webDir: env.WEB_DIR ?? './dist/web',
     sweepEveryMs: intEnv(env.SWEEP_EVERY_MS, 1000),
     idleRetryMs: intEnv(env.IDLE_RETRY_MS, 2000),

@@ -229,7 +229,7 @@ describe('sign-in with Ethereum over HTTP', () => {
     res = await c.app.inject({ method: 'POST', url: `/api/v1/jobs/${job.id}/cancel`, headers: mine });
     expect(res.json().status).toBe('cancelled');
 
-    // Public: network stats, the market, blobs (workers fetch them), datasets listing.
+    // Public: network stats, the market, the datasets listing (built-ins only without a key).
     for (const url of ['/api/v1/stats', '/api/v1/market', '/api/v1/datasets', `/api/v1/accounts/${alice.address}`]) {
       expect((await c.app.inject({ method: 'GET', url })).statusCode, url).toBe(200);
     }

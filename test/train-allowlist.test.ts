@@ -102,6 +102,24 @@ describe('model allow-list', () => {
     ]);
   });
 
+  it('takes regularizers in class form only, and checks camelCase keys like snake_case ones (issue 9 #7)', () => {
+    const byName = mutable(mnistMlpModel());
+    byName.config.layers[0].config.kernel_regularizer = 'l1l2';
+    expect(errorsOf(byName)).toEqual([
+      {
+        path: '/model/config/layers/0/config/kernel_regularizer',
+        message: 'regularizer "l1l2" must be given as {"class_name": "L1L2", "config": {"l1": ..., "l2": ...}}',
+      },
+    ]);
+    const camel = mutable(mnistMlpModel());
+    camel.config.layers[0].config.kernelInitializer = { class_name: 'Evil', config: {} };
+    camel.config.layers[1].config.biasRegularizer = 'l1l2';
+    expect(errorsOf(camel).map((e) => e.path)).toEqual([
+      '/model/config/layers/0/config/kernelInitializer/class_name',
+      '/model/config/layers/1/config/biasRegularizer',
+    ]);
+  });
+
   it('accepts built-in regularizers, constraints and initializers', () => {
     const seq = tf.sequential({ name: 'reg' });
     seq.add(

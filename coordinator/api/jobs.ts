@@ -6,6 +6,7 @@ import type { Principal } from '../accounts/index.js';
 import { type Credits, toCredits, toMicro } from '../credits/index.js';
 import { InsufficientFunds, type Ledger, LedgerError } from '../ledger/index.js';
 import { getJobRow, type JobRow, jobView, newJobId } from '../scheduler/job-repo.js';
+import { checkJobLimits } from '../scheduler/preflight.js';
 import { type Scheduler, SchedulerError } from '../scheduler/scheduler.js';
 import type { DatasetRepo } from '../store/datasets.js';
 import type { Db } from '../store/db.js';
@@ -33,6 +34,7 @@ const errors = { 400: ApiErrorSchema, 401: ApiErrorSchema, 404: ApiErrorSchema }
  */
 export async function jobsApi(app: FastifyInstance, opts: JobsApiOptions): Promise<void> {
   const { db, scheduler, datasets, auth, ledger, credits } = opts;
+  const served = new RecentWeights();
 
   const loadJob = async (id: string, who: Principal): Promise<JobRow> => {
     const job = await getJobRow(db, id);
@@ -65,7 +67,10 @@ export async function jobsApi(app: FastifyInstance, opts: JobsApiOptions): Promi
         const field = e.path.startsWith('/model') ? e.path : `/model${e.path}`;
         throw new ApiError(400, `${field} ${e.message}`, field);
       }
-      const dataset = await datasets.find(spec.dataset);
+      // Limits first (no tfjs, no escrow); the trial step runs in createJob (scheduler/preflight.ts).
+      const limits = checkJobLimits(spec);
+      if (limits) throw new ApiError(400, limits.message, limits.field);
+      const dataset = await datasets.find(spec.dataset, who.address);
       if (!dataset) throw new ApiError(404, `no dataset "${spec.dataset}"`, '/dataset');
       const inputSize = checked.model ? modelInputSize(checked.model) : null;
       const featureSize = dataset.featureShape.reduce((a, b) => a * b, 1);
@@ -75,6 +80,16 @@ export async function jobsApi(app: FastifyInstance, opts: JobsApiOptions): Promi
           `/model input size ${inputSize} does not match dataset features ${dataset.featureShape.join('x')}`,
           '/model',
         );
+      }
+      // Initial weights by hash: only the weights of one of your own jobs (another account's are not yours to reuse).
+      if (spec.initialWeights) {
+        const own = await db.query('SELECT 1 FROM jobs WHERE owner = $1 AND weights_hash = $2 LIMIT 1', [
+          who.address,
+          spec.initialWeights,
+        ]);
+        if (own.rows.length === 0) {
+          throw new ApiError(404, 'no weights with that id among your jobs', '/initialWeights');
+        }
       }
       const budget = spec.budget === undefined ? 0 : toMicro(spec.budget);
       if (spec.budget === undefined && !opts.devMode) {
@@ -188,6 +203,7 @@ export async function jobsApi(app: FastifyInstance, opts: JobsApiOptions): Promi
       const job = await loadJob((req.params as { id: string }).id, await auth.require(req));
       const topology = await scheduler.loadModelJson(job.model_hash);
       const weights = await scheduler.weights.get(job.weights_hash);
+      served.add(job.id, job.weights_hash);
       reply.header('cache-control', 'no-store');
       return {
         format: 'layers-model',
@@ -212,9 +228,10 @@ export async function jobsApi(app: FastifyInstance, opts: JobsApiOptions): Promi
       const { id, file } = req.params as { id: string; file: string };
       const m = /^weights-([0-9a-f]{64})\.bin$/.exec(file);
       if (!m) throw new ApiError(404, `no file ${file}`, '/file');
-      // Weights are content-addressed and workers fetch them as public blobs anyway; the key check here keeps the
-      // model route itself owner-only. Any round's hash is served, so a download straddling a round completes.
-      await loadJob(id, await auth.require(req));
+      // Only this job's weights: its current ones, or those its model.json named in the last minutes (a download
+      // that straddles a round completes). Never any other blob by hash: that would bypass api/blobs.ts.
+      const job = await loadJob(id, await auth.require(req));
+      if (m[1] !== job.weights_hash && !served.has(job.id, m[1])) throw new ApiError(404, 'no such weights', '/file');
       const weights = await scheduler.weights.get(m[1]).catch(() => null);
       if (!weights) throw new ApiError(404, 'no such weights', '/file');
       const total = weights.data.reduce((s, d) => s + d.length, 0);
@@ -241,4 +258,23 @@ function modelInputSize(model: object): number | null {
   const dims = shape.slice(1);
   if (dims.some((d) => typeof d !== 'number')) return null;
   return (dims as number[]).reduce((a, b) => a * b, 1);
+}
+
+/** Weights hashes a job's model.json named recently (this replica), so their download is still served. */
+class RecentWeights {
+  private seen = new Map<string, number>();
+  private static readonly TTL_MS = 10 * 60_000;
+  private static readonly MAX = 10_000;
+
+  add(jobId: string, hash: string): void {
+    const key = `${jobId}:${hash}`;
+    this.seen.delete(key);
+    this.seen.set(key, Date.now());
+    if (this.seen.size > RecentWeights.MAX) this.seen.delete(this.seen.keys().next().value as string);
+  }
+
+  has(jobId: string, hash: string): boolean {
+    const at = this.seen.get(`${jobId}:${hash}`);
+    return at !== undefined && Date.now() - at < RecentWeights.TTL_MS;
+  }
 }

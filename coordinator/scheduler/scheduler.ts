@@ -14,7 +14,9 @@ import type { BlobStore } from '../store/blobs.js';
 import type { DatasetRepo } from '../store/datasets.js';
 import type { Db, Queryable } from '../store/db.js';
 import { AuditCoordinator, type ResultRoute, verifyOptionsFromEnv } from '../verify/audit-coordinator.js';
+import { JOB_DEPENDENT_CODES, JobFaultWatch, UNIT_FAILED } from './job-fault.js';
 import { checkpointEvery, getJobRow, type JobRow, newJobId } from './job-repo.js';
+import { trialStep } from './preflight.js';
 import { WeightCache } from './round-weights.js';
 
 /** Who is asking: a connected worker and the account it proved. */
@@ -91,6 +93,8 @@ export class Scheduler extends EventEmitter {
   readonly weights: WeightCache;
   /** Audits, disputes, trust and consequences (coordinator/verify); events 'forfeit' ({ForfeitRecord}). */
   readonly verification: AuditCoordinator;
+  /** Failures a job causes end the job, not its workers' standing (job-fault.ts). */
+  readonly jobFaults: JobFaultWatch;
 
   constructor(
     private readonly db: Db,
@@ -116,6 +120,17 @@ export class Scheduler extends EventEmitter {
       },
       verifyOptionsFromEnv(),
     );
+    this.jobFaults = new JobFaultWatch({
+      db,
+      trial: async (job) =>
+        trialStep(
+          await this.loadModelJson(job.model_hash),
+          job.spec,
+          await datasets.load(job.dataset_id),
+          await this.weights.get(job.weights_hash),
+        ),
+      failJob: (jobId, error) => this.failJob(jobId, error),
+    });
   }
 
   private inflight = new Set<Promise<unknown>>();
@@ -160,6 +175,9 @@ export class Scheduler extends EventEmitter {
       }
       weights = given;
     }
+    // Preflight (preflight.ts): a job no honest worker can complete is refused here, not failed on volunteers.
+    const problem = await trialStep(model, spec, await this.datasets.load(datasetId), weights);
+    if (problem) throw new SchedulerError(400, problem.field, problem.message);
     const weightsHash = await this.weights.put(weights);
     const row = await this.db.tx(async (q) => {
       await q.query(
@@ -329,11 +347,26 @@ export class Scheduler extends EventEmitter {
     });
   }
 
-  /** A worker gives a lease back (Stop): the unit is leasable again at once. */
-  async release(who: WorkerIdentity, leaseId: string): Promise<boolean> {
-    const done = await this.endLease(leaseId, 'released', 'released by worker', who.account);
-    if (done) this.emit('work');
-    return done;
+  /**
+   * A worker gives a lease back (Stop, or `error`: it could not train the unit): the unit is leasable again at once.
+   * Units that several accounts cannot train make the coordinator check the job itself (job-fault.ts).
+   */
+  async release(who: WorkerIdentity, leaseId: string, error?: string): Promise<boolean> {
+    const reason = error ? `${UNIT_FAILED}: ${error.slice(0, 500)}` : 'released by worker';
+    const l = await this.endLease(leaseId, 'released', reason, who.account);
+    if (!l) return false;
+    if (error) {
+      const job = await getJobRow(this.db, l.job_id);
+      if (
+        job?.status === 'running' &&
+        job.round === l.round &&
+        (await this.jobFaults.onUnitFailed(job, l.round, l.idx))
+      ) {
+        return true;
+      }
+    }
+    this.emit('work');
+    return true;
   }
 
   /** A worker's connection dropped: its leases stay valid for a resume, but their units go back on offer. */
@@ -358,7 +391,7 @@ export class Scheduler extends EventEmitter {
   }
 
   /** Ends an active lease; its unit becomes pending again unless another live lease covers it. */
-  private async endLease(leaseId: string, status: string, reason: string, account?: string): Promise<boolean> {
+  private async endLease(leaseId: string, status: string, reason: string, account?: string): Promise<LeaseRow | null> {
     return this.db.tx(async (q) => {
       const { rows } = await q.query<LeaseRow>(
         `UPDATE leases SET status = $2, ended_at = $3, end_reason = $4
@@ -366,9 +399,9 @@ export class Scheduler extends EventEmitter {
         account ? [leaseId, status, Date.now(), reason, account] : [leaseId, status, Date.now(), reason],
       );
       const l = rows[0];
-      if (!l) return false;
+      if (!l) return null;
       await this.reofferUnit(q, l.job_id, l.round, l.idx);
-      return true;
+      return l;
     });
   }
 
@@ -418,6 +451,16 @@ export class Scheduler extends EventEmitter {
     // Only exact checks refuse; a suspect result (a statistical check failed) is held for an audit below.
     const suspect = problem?.suspect ? problem : null;
     if (problem && !suspect) {
+      // A check that depends on the job's model is first run on the coordinator itself: if the job fails it, the
+      // refusal is the job's fault (job-fault.ts), and nobody is punished for it.
+      if (JOB_DEPENDENT_CODES.has(problem.code) && (await this.jobFaults.fault(job))) {
+        await this.recordRejection(lease, header, problem.code, problem.reason, who.address);
+        await this.jobFaults.failIfFaulty(job);
+        return reject(
+          'job_fault',
+          `the job itself fails this check on the coordinator (${problem.code}); it has ended`,
+        );
+      }
       await this.recordRejection(lease, header, problem.code, problem.reason, who.address);
       await this.verification.onCheapCheckFailed(job, lease, problem.code, problem.reason);
       return reject(problem.code, problem.reason);

@@ -124,4 +124,17 @@ CREATE TABLE blobs (
   created_at bigint NOT NULL
 )`,
   },
+  {
+    // Who uploaded which dataset, and when: ownership (only uploaders see and use a dataset) and the daily quota.
+    id: '0020_dataset_uploads',
+    sql: `
+CREATE TABLE dataset_uploads (
+  owner text NOT NULL,
+  dataset_id text NOT NULL,
+  bytes bigint NOT NULL,
+  at bigint NOT NULL
+);
+CREATE INDEX dataset_uploads_owner ON dataset_uploads (owner, at);
+CREATE INDEX dataset_uploads_dataset ON dataset_uploads (dataset_id, owner)`,
+  },
 ];

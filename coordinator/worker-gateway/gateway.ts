@@ -276,7 +276,7 @@ async function gateway(app: FastifyInstance, opts: GatewayOptions): Promise<void
         case 'progress':
           return scheduler.progress(c.who, msg.leaseId, msg.step);
         case 'release':
-          await scheduler.release(c.who, msg.leaseId);
+          await scheduler.release(c.who, msg.leaseId, msg.error);
           return;
         case 'reveal-error':
           reveals.onRevealError(workerId, msg.requestId, msg.reason);

@@ -65,7 +65,15 @@ export const ProgressMsg = Type.Object({
 });
 export type ProgressMsg = Static<typeof ProgressMsg>;
 
-export const ReleaseMsg = Type.Object({ type: Type.Literal('release'), leaseId: Type.String() });
+export const ReleaseMsg = Type.Object({
+  type: Type.Literal('release'),
+  leaseId: Type.String(),
+  /**
+   * Why training failed, when it did (absent for a plain Stop). When several accounts cannot train a unit, the
+   * coordinator checks the job itself, and fails the job, not them, if it is the job's fault.
+   */
+  error: Type.Optional(Type.String({ maxLength: 2000 })),
+});
 export type ReleaseMsg = Static<typeof ReleaseMsg>;
 
 /**

@@ -5,8 +5,9 @@ import { sha256 } from '@noble/hashes/sha2.js';
  * unit from (job seed, round, unit index) alone, so indices never need to be trusted from a worker.
  */
 
-/** Units larger than this are a spec error, not something to allocate. */
-const MAX_ASSIGNED = 1 << 27;
+/** Units larger than this (steps x batchSize examples) are a spec error, not something to allocate. */
+export const MAX_UNIT_EXAMPLES = 1 << 27;
+const MAX_ASSIGNED = MAX_UNIT_EXAMPLES;
 
 /**
  * uint31 seed of one unit's data: the first 4 bytes (big-endian) of

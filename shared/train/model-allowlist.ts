@@ -88,7 +88,11 @@ export const ALLOWED_INITIALIZERS: ReadonlySet<string> = new Set([
   'zeros',
 ]);
 
-export const ALLOWED_REGULARIZERS: ReadonlySet<string> = new Set(['L1L2', 'l1l2']);
+/**
+ * Only the class form {class_name: 'L1L2', config: {l1, l2}}: a bare name ('l1l2') hides tfjs' default penalties
+ * (0.01 each), and a penalty nobody sees in the JSON is one the coordinator's loss checks would not expect.
+ */
+export const ALLOWED_REGULARIZERS: ReadonlySet<string> = new Set(['L1L2']);
 
 export const ALLOWED_CONSTRAINTS: ReadonlySet<string> = new Set([
   'MaxNorm',
@@ -225,14 +229,21 @@ function checkNamed(
 }
 
 function checkLayerConfig(config: Json, path: string, errors: ModelCheckError[]): void {
-  for (const [key, value] of Object.entries(config)) {
-    const p = `${path}/${escapePointer(key)}`;
+  for (const [rawKey, value] of Object.entries(config)) {
+    const p = `${path}/${escapePointer(rawKey)}`;
+    // tfjs reads camelCase keys as readily as snake_case ones: check both spellings alike.
+    const key = rawKey.replace(/[A-Z]/g, (c) => `_${c.toLowerCase()}`);
     if (key === 'activation' || key.endsWith('_activation')) {
       checkNamed(value, p, 'activation', ALLOWED_ACTIVATIONS, errors, true);
     } else if (key.endsWith('_initializer')) {
       checkNamed(value, p, 'initializer', ALLOWED_INITIALIZERS, errors, true);
     } else if (key.endsWith('_regularizer')) {
-      checkNamed(value, p, 'regularizer', ALLOWED_REGULARIZERS, errors, true);
+      if (typeof value === 'string') {
+        errors.push({
+          path: p,
+          message: `regularizer "${value}" must be given as {"class_name": "L1L2", "config": {"l1": ..., "l2": ...}}`,
+        });
+      } else checkNamed(value, p, 'regularizer', ALLOWED_REGULARIZERS, errors, true);
     } else if (key.endsWith('_constraint')) {
       checkNamed(value, p, 'constraint', ALLOWED_CONSTRAINTS, errors, true);
     } else if (key === 'dtype') {

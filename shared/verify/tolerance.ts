@@ -42,7 +42,10 @@ export function calibrateTolerance(honestDistances: readonly number[], opts: Cal
   return Math.min(ceiling, Math.max(floor, worst * margin));
 }
 
-/** The tau a job uses: its own setting when > 0, else the default. */
+/**
+ * The tau a job uses: its own setting when > 0, else the default; never below TOLERANCE_FLOOR, since a tighter tau
+ * would convict honest cross-backend noise (submit refuses such a setting; this guards jobs stored before).
+ */
 export function jobTolerance(configured: number | undefined): number {
-  return configured && configured > 0 ? configured : DEFAULT_TOLERANCE;
+  return configured && configured > 0 ? Math.max(TOLERANCE_FLOOR, configured) : DEFAULT_TOLERANCE;
 }

@@ -15,7 +15,7 @@ import { decodeDataset } from '../train/dataset-format.js';
 import { TrainAborted, trainUnit } from '../train/train-unit.js';
 import type { Dataset, WeightSet } from '../train/types.js';
 import { decodeWeights, encodeWeights } from '../train/weights-format.js';
-import { type BlobSource, httpBlobSource } from './blob-source.js';
+import { type BlobAccess, type BlobSource, httpBlobSource } from './blob-source.js';
 
 /**
  * The worker side of the protocol, shared by the browser Web Worker and the headless Node worker: connect, say
@@ -402,10 +402,12 @@ export class WorkerLoop {
     const t0 = now();
     try {
       this.setState('downloading');
+      // Blobs are served to the holder of a lease on their unit only: the lease is the credential.
+      const access = { leaseId: lease.leaseId, token: lease.token };
       const [model, weights, dataset] = await Promise.all([
-        this.loadModel(lease.unit.modelHash),
-        this.blobs.get(lease.unit.weightsHash).then(decodeWeights),
-        this.loadDataset(lease.unit.datasetHash),
+        this.loadModel(lease.unit.modelHash, access),
+        this.blobs.get(lease.unit.weightsHash, access).then(decodeWeights),
+        this.loadDataset(lease.unit.datasetHash, access),
       ]);
       if (this.current !== held) return;
       this.setState(this.paused ? 'paused' : 'training');
@@ -450,7 +452,8 @@ export class WorkerLoop {
       this.emit({ type: 'log', level: 'error', message: `unit ${lease.leaseId} failed: ${String(err)}` });
       if (this.current === held) {
         this.current = null;
-        this.sendJson({ type: 'release', leaseId: lease.leaseId });
+        // The reason lets the coordinator tell a job nobody can train from a worker that failed (job-fault.ts).
+        this.sendJson({ type: 'release', leaseId: lease.leaseId, error: String(err).slice(0, 500) });
         this.requestWork();
       }
     }
@@ -503,19 +506,19 @@ export class WorkerLoop {
     });
   }
 
-  private async loadModel(hash: string): Promise<object> {
+  private async loadModel(hash: string, access: BlobAccess): Promise<object> {
     const hit = this.models.get(hash);
     if (hit) return hit;
-    const bytes = await this.blobs.get(hash);
+    const bytes = await this.blobs.get(hash, access);
     const model = JSON.parse(new TextDecoder().decode(bytes)) as object;
     this.models.set(hash, model);
     return model;
   }
 
-  private async loadDataset(hash: string): Promise<Dataset> {
+  private async loadDataset(hash: string, access: BlobAccess): Promise<Dataset> {
     const hit = this.datasets.get(hash);
     if (hit) return hit;
-    const ds = decodeDataset(await this.blobs.get(hash));
+    const ds = decodeDataset(await this.blobs.get(hash, access));
     // One dataset decoded at a time is plenty for a volunteer device.
     this.datasets.clear();
     this.datasets.set(hash, ds);

@@ -172,7 +172,12 @@ export class RawWorker {
 
   /** Everything trainUnit needs for a lease, downloaded like a worker does (for tests that train their own way). */
   async unitInputs(lease: LeaseMsg): Promise<Omit<TrainUnitInput, 'onStep' | 'shouldStop'>> {
-    const get = async (h: string) => new Uint8Array(await (await fetch(`${this.url}/api/v1/blobs/${h}`)).arrayBuffer());
+    const headers = { authorization: `Lease ${lease.leaseId}:${lease.token}` };
+    const get = async (h: string) => {
+      const res = await fetch(`${this.url}/api/v1/blobs/${h}`, { headers });
+      if (!res.ok) throw new Error(`blob ${h}: HTTP ${res.status}`);
+      return new Uint8Array(await res.arrayBuffer());
+    };
     const model = JSON.parse(new TextDecoder().decode(await get(lease.unit.modelHash))) as object;
     const startWeights = decodeWeights(await get(lease.unit.weightsHash));
     const dataset = decodeDataset(await get(lease.unit.datasetHash));

@@ -1,5 +1,5 @@
 import { sha256Hex } from '../../shared/hash.js';
-import type { BlobSource } from '../../shared/worker-client/blob-source.js';
+import { type BlobAccess, type BlobSource, blobAccessHeaders } from '../../shared/worker-client/blob-source.js';
 import { type BlobMeta, openAppDb } from './db.js';
 
 /**
@@ -25,22 +25,24 @@ export class IdbBlobCache implements BlobSource {
     this.capBytes = bytes;
   }
 
-  get(hash: string): Promise<Uint8Array> {
+  get(hash: string, access?: BlobAccess): Promise<Uint8Array> {
     const pending = this.inflight.get(hash);
     if (pending) return pending;
-    const p = this.load(hash).finally(() => this.inflight.delete(hash));
+    const p = this.load(hash, access).finally(() => this.inflight.delete(hash));
     this.inflight.set(hash, p);
     return p;
   }
 
-  private async load(hash: string): Promise<Uint8Array> {
+  private async load(hash: string, access?: BlobAccess): Promise<Uint8Array> {
     const cached = await readBlob(hash).catch(() => undefined);
     // A cache entry is re-checked: storage can be corrupted, and a wrong blob must never reach training.
     if (cached && (await digestHex(cached)) === hash) {
       await touch(hash).catch(() => {});
       return cached;
     }
-    const res = await this.fetchImpl(`${this.baseUrl.replace(/\/$/, '')}/api/v1/blobs/${hash}`);
+    const res = await this.fetchImpl(`${this.baseUrl.replace(/\/$/, '')}/api/v1/blobs/${hash}`, {
+      headers: blobAccessHeaders(access),
+    });
     if (!res.ok) throw new Error(`blob ${hash.slice(0, 12)}: HTTP ${res.status}`);
     const bytes = new Uint8Array(await res.arrayBuffer());
     if ((await digestHex(bytes)) !== hash)

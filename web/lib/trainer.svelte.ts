@@ -83,6 +83,7 @@ export class Trainer {
     this.policy = policy;
     this.running = true;
     this.pausedFor = this.pausedFor.filter((r) => r !== 'user');
+    // policyReasons() below carries 'obscured' over: a frame that starts off screen starts paused.
     this.resetUnit();
     void this.watchBattery();
     const pausedFor = this.policyReasons();
@@ -96,6 +97,17 @@ export class Trainer {
 
   resume(): void {
     this.setReason('user', false);
+  }
+
+  /** The page's own observation that the trainer is not visibly on screen (the widget frame): paused until it is. */
+  setObscured(on: boolean): void {
+    if (!this.running) {
+      this.pausedFor = on
+        ? [...this.pausedFor.filter((r) => r !== 'obscured'), 'obscured']
+        : this.pausedFor.filter((r) => r !== 'obscured');
+      return;
+    }
+    this.setReason('obscured', on);
   }
 
   /** Stops the loop; the coordinator is told to release the unit in hand so it is reissued at once. */
@@ -228,7 +240,7 @@ export class Trainer {
   }
 
   private policyReasons(): PauseReason[] {
-    const reasons: PauseReason[] = this.pausedFor.filter((r) => r === 'user');
+    const reasons: PauseReason[] = this.pausedFor.filter((r) => r === 'user' || r === 'obscured');
     if (this.policy.pauseWhenHidden && document.visibilityState === 'hidden') reasons.push('hidden');
     const b = this.battery;
     if (this.policy.pauseOnBattery && b && !b.charging && b.level * 100 < this.policy.batteryThreshold) {

@@ -3,7 +3,8 @@ import type { BackendName } from './settings.js';
 
 /** Messages between a page and its training Web Worker (web/volunteer/train.worker.ts). */
 
-export type PauseReason = 'user' | 'hidden' | 'battery';
+/** 'obscured': the widget frame is not visibly on screen (web/widget/visibility.ts). */
+export type PauseReason = 'user' | 'hidden' | 'battery' | 'obscured';
 
 export interface StartConfig {
   coordinatorUrl: string;

@@ -75,7 +75,17 @@ iframe{border:0;width:100%;height:240px;display:block;margin:6px 0}
     const url = new URL('/widget/frame', origin);
     url.searchParams.set('account', account);
     url.searchParams.set('intensity', String(intensity));
-    frame = el('iframe', { src: url.href, title: 'swarmgrad training status' });
+    const f = el('iframe', { src: url.href, title: 'swarmgrad training status' });
+    frame = f;
+    // The consent handshake (web/widget/consent.ts): the frame trains only once this answers its 'ready', and only
+    // while it is visibly on screen.
+    const onReady = (ev: MessageEvent) => {
+      const d = ev.data as { type?: string; nonce?: unknown } | null;
+      if (ev.source !== f.contentWindow || d?.type !== 'swarmgrad:ready' || typeof d.nonce !== 'string') return;
+      if (frame !== f) return removeEventListener('message', onReady);
+      f.contentWindow?.postMessage({ type: 'swarmgrad:consent', nonce: d.nonce }, origin);
+    };
+    addEventListener('message', onReady);
     const head = el('div', { className: 'head' });
     head.append(el('h2', { textContent: 'Sharing compute' }), button('Stop', 'stop', stop));
     card.replaceChildren(head, frame);
