@@ -94,10 +94,12 @@ async function startReplica(store: string, env: Record<string, string> = {}): Pr
 // ---- the generator's worker sockets -----------------------------------------------------------------------------
 
 const blobCache = new Map<string, Promise<Uint8Array>>();
-function blob(url: string, hash: string): Promise<Uint8Array> {
+/** A unit's blob, fetched once with the lease that names it (blobs are served to a lease for its own unit only). */
+function blob(url: string, hash: string, lease: LeaseMsg): Promise<Uint8Array> {
   let p = blobCache.get(hash);
   if (!p) {
-    p = fetch(`${url}/api/v1/blobs/${hash}`).then(async (r) => {
+    const headers = { authorization: `Lease ${lease.leaseId}:${lease.token}` };
+    p = fetch(`${url}/api/v1/blobs/${hash}`, { headers }).then(async (r) => {
       if (!r.ok) throw new Error(`blob ${hash}: ${r.status}`);
       return new Uint8Array(await r.arrayBuffer());
     });
@@ -123,9 +125,9 @@ function unitResult(url: string, lease: LeaseMsg): Promise<UnitResult> {
     // Serialised: tfjs on one thread; the model is tiny, so this is not what limits the run.
     p = trainChain.then(async (): Promise<UnitResult> => {
       const [model, weights, data] = await Promise.all([
-        blob(url, u.modelHash),
-        blob(url, u.weightsHash),
-        datasetOf(url, u.datasetHash),
+        blob(url, u.modelHash, lease),
+        blob(url, u.weightsHash, lease),
+        datasetOf(url, u.datasetHash, lease),
       ]);
       const out = await trainUnit({
         model: JSON.parse(new TextDecoder().decode(model)) as object,
@@ -165,10 +167,10 @@ function unitResult(url: string, lease: LeaseMsg): Promise<UnitResult> {
 }
 
 const datasets = new Map<string, Promise<Dataset>>();
-function datasetOf(url: string, hash: string): Promise<Dataset> {
+function datasetOf(url: string, hash: string, lease: LeaseMsg): Promise<Dataset> {
   let p = datasets.get(hash);
   if (!p) {
-    p = blob(url, hash).then(decodeDataset);
+    p = blob(url, hash, lease).then(decodeDataset);
     datasets.set(hash, p);
   }
   return p;
