@@ -16,7 +16,7 @@ import {
   type JobVerificationPolicy,
   VerificationEngine,
 } from './engine.js';
-import { TrainUnitReferee, type UnitInputs } from './referee.js';
+import { stateLayoutOf, TrainUnitReferee, type UnitInputs } from './referee.js';
 import type { RevealTransport } from './reveal-hub.js';
 import { checkpointsOf, describeSettlement, settlementOutcome, shutdownFault } from './settlement-record.js';
 import { addCost, getTrust, lockTrust, recordEvent, saveTrust } from './store.js';
@@ -486,6 +486,7 @@ export class AuditCoordinator {
         checkpointEvery: inputs.k,
         startWeights: inputs.startWeights,
         tolerance: this.engine.tolerance(this.policy(job)),
+        stateLayout: await stateLayoutOf(inputs.model, inputs.spec),
       },
       referee,
       stop: () => this.closing,

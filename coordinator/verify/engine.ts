@@ -8,6 +8,7 @@ import {
   type PartyFault,
   type PartyId,
   RevealCache,
+  type StateLayout,
   stepOfStateIndex,
 } from '../../shared/verify/bisect.js';
 import { relativeDistance, stateDistance } from '../../shared/verify/distance.js';
@@ -65,6 +66,8 @@ export interface UnitContext {
   checkpointEvery: number;
   startWeights: WeightSet;
   tolerance: number;
+  /** The layout of every state of the unit (weights then optimizer slots); a revealed state of another is a fault. */
+  stateLayout?: StateLayout;
 }
 
 export interface SpotCheckResult {
@@ -89,7 +92,7 @@ export type DisputeOutcome = 'a-wins' | 'b-wins' | 'both-lose' | 'no-fault';
 const SILENCE: ReadonlySet<PartyFault['code']> = new Set(['reveal-timeout', 'reveal-error']);
 
 /** The referee's run of the whole unit, shared by every judgement of one settlement (computed at most once). */
-type WholeRun = () => Promise<SegmentResult>;
+type WholeRun = (() => Promise<SegmentResult>) & { readonly started: boolean };
 
 export interface DisputeResolution {
   outcome: DisputeOutcome;
@@ -249,6 +252,7 @@ export class VerificationEngine {
       tolerance: unit.tolerance,
       startWeights: unit.startWeights,
       revealTimeoutMs: this.revealTimeoutMs,
+      stateLayout: unit.stateLayout,
     };
   }
 
@@ -491,9 +495,13 @@ export class VerificationEngine {
     if (cmp.verdict === 'match') {
       if (!this.spotCheckOnMatch) return settlement;
       // Results agree; a colluding pair agrees too, so check one party's work directly. If it fails, the other
-      // party's matching result gets its own spot check rather than being condemned by association.
+      // party's matching result is not condemned by association: it gets its own spot check, or, when its bytes are
+      // the very bytes just proven wrong, the judgement of those bytes (twins).
       const first: PartyId = this.rng() < 0.5 ? 'a' : 'b';
-      if (!(await spot(first))) await spot(first === 'a' ? 'b' : 'a');
+      const other: PartyId = first === 'a' ? 'b' : 'a';
+      if (await spot(first)) return settlement;
+      if (cmp.how === 'identical') await this.judgeTwin(parties[other], other, unit, whole, settlement);
+      else await spot(other);
       return settlement;
     }
 
@@ -513,6 +521,42 @@ export class VerificationEngine {
       settlement.reasons[winner] = 'won a dispute; needs one more independent match';
     }
     return settlement;
+  }
+
+  /**
+   * Identical bytes share one verdict on the bytes. A fresh random segment of the twin would pass with probability
+   * 1 - 1/n even when the bytes are poisoned (a pair can poison different segments of two trajectories that end in
+   * the same delta), so the bytes themselves are judged: the referee's whole run of the unit (computed once per
+   * settlement). Bytes off that run convict the twin too; bytes on it clear the twin, whose partner stays convicted
+   * for the false states it revealed.
+   */
+  private async judgeTwin(
+    party: DisputeParty,
+    id: PartyId,
+    unit: UnitContext,
+    whole: WholeRun,
+    settlement: AuditSettlement,
+  ): Promise<void> {
+    const fresh = !whole.started;
+    const run = await whole();
+    const distance = deltaBindingDistance(run.state, unit.startWeights, party.delta);
+    const ok = distance <= unit.tolerance;
+    const steps = fresh ? run.steps : 0;
+    settlement.spotChecks[id] = {
+      ok,
+      recomputed: { distance, steps: run.steps },
+      distance,
+      reason: ok
+        ? `${party.account}: the same bytes as a result that failed its spot check, and they reproduce the referee's run of the whole unit`
+        : `${party.account}: the same bytes as a result that failed its spot check, ${distance.toExponential(2)} from the referee's run of the whole unit`,
+      refereeSteps: steps,
+      reveals: 0,
+    };
+    settlement.refereeSteps += steps;
+    if (!ok) {
+      settlement.verdicts[id] = 'invalid';
+      settlement.reasons[id] = `identical to a result proven wrong: ${settlement.spotChecks[id]?.reason}`;
+    }
   }
 
   /** Trust after a verdict ('reaudit' leaves it unchanged until the re-audit settles). */
@@ -543,8 +587,9 @@ export class VerificationEngine {
 /** The referee's run of the whole unit from its start weights, computed on first use and then remembered. */
 function wholeRunOf(referee: Referee, unit: UnitContext): WholeRun {
   let run: Promise<SegmentResult> | null = null;
-  return () => {
+  const get = () => {
     run ??= referee.recomputeSegment({ fromStep: 0, toStep: unit.steps, fromState: null });
     return run;
   };
+  return Object.defineProperty(get, 'started', { get: () => run !== null }) as WholeRun;
 }
