@@ -123,6 +123,18 @@ export interface CheckProblem {
   suspect: boolean;
 }
 
+/** Job statuses after which no lease is issued; results still held then are settled all the same. */
+const ENDED_SQL = `('completed', 'failed', 'cancelled')`;
+const ENDED: ReadonlySet<string> = new Set(['completed', 'failed', 'cancelled']);
+
+/**
+ * May a unit of this round still be settled? The running round of a running job; any round of an ended job (its held
+ * results are settled or its escrow and its volunteers' credit would stay locked).
+ */
+function settlesRound(job: JobRow, round: number): boolean {
+  return job.status === 'running' ? job.round === round : ENDED.has(job.status);
+}
+
 export class AuditCoordinator {
   private opts: VerifyOptions;
   engine: VerificationEngine;
@@ -130,6 +142,8 @@ export class AuditCoordinator {
   private closing = false;
   private readonly settling = new Set<string>();
   private selfAuditing = false;
+  /** When each job last had the self-audit slot (round-robin between jobs). */
+  private readonly lastSelfAudit = new Map<string, number>();
   private readonly now = () => Date.now();
   private readonly verdicts: Verdicts;
   private readonly divergence: DivergenceWatch;
@@ -445,7 +459,7 @@ export class AuditCoordinator {
   private async settleClaimed(jobId: string, round: number, idx: number, u: UnitRow): Promise<void> {
     const db = this.port.db;
     const job = await getJobRow(db, jobId);
-    if (job?.status !== 'running' || job.round !== round) return;
+    if (!job || !settlesRound(job, round)) return;
     const { rows } = await db.query<ResultRow>(
       `SELECT * FROM results WHERE job_id = $1 AND round = $2 AND idx = $3 AND status = 'pending' ORDER BY created_at`,
       [jobId, round, idx],
@@ -655,26 +669,32 @@ export class AuditCoordinator {
     if (this.closing) return;
     const now = this.now();
     const stuck = await this.port.db.query<{ job_id: string; round: number; idx: number }>(
-      `SELECT u.job_id, u.round, u.idx FROM units u JOIN jobs j ON j.id = u.job_id AND j.round = u.round
-       WHERE u.status = 'verifying' AND j.status = 'running'
+      `SELECT u.job_id, u.round, u.idx FROM units u JOIN jobs j ON j.id = u.job_id
+       WHERE u.status = 'verifying' AND ((j.status = 'running' AND j.round = u.round) OR j.status IN ${ENDED_SQL})
          AND (u.settle_claimed_at IS NULL OR u.settle_claimed_at < $1) LIMIT 20`,
       [now - this.opts.settleClaimMs],
     );
     for (const u of stuck.rows) {
       if (!this.settling.has(unitKey(u.job_id, u.round, u.idx))) this.startSettlement(u.job_id, u.round, u.idx);
     }
-    if (this.opts.selfAuditAfterMs === null || this.selfAuditing) return;
+    if (this.selfAuditing) return;
+    // A result held for audit in a job that ended will never get its audit copy (no leases for an ended job): it is
+    // self-audited at once, even when self-audits are off, so that neither its worker's credit nor the job's escrow
+    // stays locked. One candidate per job: the slot goes round-robin over jobs, not to one job's long queue.
     const due = await this.port.db.query<{ job_id: string; round: number; idx: number }>(
-      `SELECT u.job_id, u.round, u.idx FROM units u
-       JOIN jobs j ON j.id = u.job_id AND j.round = u.round
+      `SELECT DISTINCT ON (u.job_id) u.job_id, u.round, u.idx FROM units u
+       JOIN jobs j ON j.id = u.job_id
        JOIN results r ON r.id = u.audit_of JOIN leases l ON l.id = r.lease_id
-       WHERE u.status = 'pending' AND u.audit_of IS NOT NULL AND j.status = 'running'
-         AND u.audit_since < $1 - GREATEST($2::bigint, 2 * (r.created_at - l.created_at))
-       ORDER BY u.audit_since LIMIT 1`,
+       WHERE u.status = 'pending' AND u.audit_of IS NOT NULL
+         AND (j.status IN ${ENDED_SQL}
+              OR (j.status = 'running' AND j.round = u.round AND $2::bigint IS NOT NULL
+                  AND u.audit_since < $1 - GREATEST($2::bigint, 2 * (r.created_at - l.created_at))))
+       ORDER BY u.job_id, u.audit_since LIMIT 100`,
       [now, this.opts.selfAuditAfterMs],
     );
-    const d = due.rows[0];
+    const d = this.nextSelfAudit(due.rows);
     if (!d) return;
+    this.lastSelfAudit.set(d.job_id, now);
     this.selfAuditing = true;
     this.port.track(
       this.selfAudit(d.job_id, d.round, d.idx)
@@ -683,6 +703,21 @@ export class AuditCoordinator {
           this.selfAuditing = false;
         }),
     );
+  }
+
+  /** Round-robin over jobs: the candidate of the job whose last self-audit is the oldest (never first). */
+  private nextSelfAudit<T extends { job_id: string }>(candidates: T[]): T | undefined {
+    let best: T | undefined;
+    let bestAt = Number.POSITIVE_INFINITY;
+    for (const c of candidates) {
+      const at = this.lastSelfAudit.get(c.job_id) ?? Number.NEGATIVE_INFINITY;
+      if (at < bestAt) {
+        best = c;
+        bestAt = at;
+      }
+    }
+    if (this.lastSelfAudit.size > 10_000) this.lastSelfAudit.clear();
+    return best;
   }
 
   /**
@@ -717,7 +752,10 @@ export class AuditCoordinator {
     this.flush(effects);
     try {
       const job = await getJobRow(db, jobId);
-      if (job?.status !== 'running' || job.round !== round) return;
+      if (!job || !settlesRound(job, round)) {
+        await this.releaseClaim(jobId, round, idx, null);
+        return;
+      }
       const a = (await db.query<ResultRow>('SELECT * FROM results WHERE id = $1', [claimed.audit_of])).rows[0];
       if (a?.status !== 'pending') {
         await this.releaseClaim(jobId, round, idx, 0);
