@@ -165,3 +165,155 @@ describe('identical twins share one verdict', () => {
     }
   });
 });
+
+describe('the audit draw does not leak', () => {
+  it('right after the ack, the public account views of an audited and an unaudited result look the same', async () => {
+    const c = await startTestCoordinator(testStore('pglite'));
+    // The first result is drawn for an audit, the second is not (both accounts are trusted: p = 0.1).
+    c.scheduler.verification.configure({
+      revealTimeoutMs: 10_000,
+      selfAuditAfterMs: null,
+      rng: script([0, 0.99], 0.5),
+    });
+    const workers: RawWorker[] = [];
+    try {
+      const job = await postJob(
+        c.url,
+        auditedJob({ budget: 1, unitsPerRound: 2, verification: { minAuditProbability: 0, checkpointEvery: 2 } }),
+      );
+      const alice = await signedWorker(c.url, 'leak-alice');
+      const bob = await signedWorker(c.url, 'leak-bob');
+      workers.push(alice, bob);
+      for (const w of [alice, bob]) {
+        await c.db.query(
+          `INSERT INTO account_trust (account, consecutive_valid, total_valid, failures, updated_at)
+           VALUES ($1, 20, 20, 0, $2)`,
+          [w.account, Date.now()],
+        );
+      }
+      const [la, lb] = [await alice.lease(), await bob.lease()];
+      expect(await alice.submitRun(la, (await alice.train(la)).out)).toMatchObject({ type: 'ack' });
+      expect(await bob.submitRun(lb, (await bob.train(lb)).out)).toMatchObject({ type: 'ack' });
+      const rs = await resultsOf(c, job.id);
+      expect(rs.map((r) => [r.account, r.status])).toEqual([
+        [alice.account, 'pending'],
+        [bob.account, 'accepted'],
+      ]);
+      await c.credits.sweeper.sweep();
+
+      const view = async (w: RawWorker) => {
+        const account = (await (await fetch(`${c.url}/api/v1/accounts/${w.account}`)).json()) as Record<
+          string,
+          unknown
+        >;
+        const credits = await (await fetch(`${c.url}/api/v1/accounts/${w.account}/credits`)).json();
+        const { address: _a, ...rest } = account;
+        const trust = rest.trust as Record<string, unknown> | null;
+        return { ...rest, trust: trust ? { ...trust, account: 'x' } : trust, credits };
+      };
+      const [va, vb] = [await view(alice), await view(bob)];
+      expect(vb).toEqual(va);
+      expect(va.trust).toMatchObject({ total_valid: 20 });
+
+      // Once the job ends every acceptance is published: both results are paid and counted.
+      await fetch(`${c.url}/api/v1/jobs/${job.id}/cancel`, {
+        method: 'POST',
+        headers: { authorization: `Bearer ${c.requester.apiKey}` },
+      });
+      await waitFor('both published', async () => {
+        await c.credits.sweeper.sweep();
+        const [a, b] = [await view(alice), await view(bob)];
+        const paid = (v: Record<string, unknown>) => (v.balances as { pending: number }).pending > 0;
+        return paid(a) && paid(b) ? [a, b] : null;
+      });
+      expect((await view(alice)).trust).toMatchObject({ total_valid: 21 });
+      expect((await view(bob)).trust).toMatchObject({ total_valid: 21 });
+    } finally {
+      for (const w of workers) w.close();
+      await c.destroy();
+    }
+  });
+});
+
+describe('a pair that copies one result', () => {
+  /** m1 submits a poisoned run (keeping its states); m2, handed the audit copy, submits m1's bytes and states. */
+  async function copyPoisoned(m1: RawWorker, m2: RawWorker): Promise<void> {
+    const lease1 = await m1.lease();
+    const cheat = await poisonedRun(await m1.unitInputs(lease1), 8, 1e-2);
+    m1.states.set(lease1.leaseId, cheat.checkpointStates);
+    expect(await m1.submitRun(lease1, cheat)).toMatchObject({ type: 'ack' });
+    const lease2 = await m2.lease();
+    m2.states.set(lease2.leaseId, cheat.checkpointStates);
+    expect(await m2.submitRun(lease2, cheat)).toMatchObject({ type: 'ack' });
+  }
+
+  it('a re-executed match convicts both copies; neither is credited', async () => {
+    const c = await startTestCoordinator(testStore('pglite'));
+    // rng 0: the spot check would pick the first segment, which the poisoned run reproduces.
+    c.scheduler.verification.configure({
+      revealTimeoutMs: 10_000,
+      selfAuditAfterMs: null,
+      rng: () => 0,
+      reexecuteProbability: 1,
+    });
+    const workers: RawWorker[] = [];
+    try {
+      const job = await postJob(c.url, auditedJob({ budget: 1 }));
+      const m1 = await signedWorker(c.url, 'copy-1');
+      const m2 = await signedWorker(c.url, 'copy-2');
+      workers.push(m1, m2);
+      await copyPoisoned(m1, m2);
+      const audit = await waitFor('the settlement', async () => (await events(c, job.id, 'audit'))[0], 30_000);
+      expect(audit.detail).toMatchObject({ reexecuted: 'drawn', refereeSteps: 16 });
+      expect(audit.detail.parties.a).toMatchObject({ account: m1.account, verdict: 'invalid' });
+      expect(audit.detail.parties.b).toMatchObject({ account: m2.account, verdict: 'invalid' });
+      expect((await resultsOf(c, job.id)).map((r) => r.status)).toEqual(['rejected', 'rejected']);
+      await c.credits.sweeper.sweep();
+      for (const m of [m1, m2]) {
+        expect(await c.ledger.balances(m.account)).toMatchObject({ pending: 0, vested: 0 });
+        expect(await getTrust(c.db, m.account)).toMatchObject({ failures: 1, totalValid: 0 });
+      }
+      const intents = await c.db.query('SELECT 1 FROM credit_intents WHERE job_id = $1', [job.id]);
+      expect(intents.rows).toHaveLength(0);
+    } finally {
+      for (const w of workers) w.close();
+      await c.destroy();
+    }
+  });
+
+  it('a pair that meets too often has its matches re-executed', async () => {
+    const c = await startTestCoordinator(testStore('pglite'));
+    c.scheduler.verification.configure({
+      revealTimeoutMs: 10_000,
+      selfAuditAfterMs: null,
+      rng: () => 0,
+      reexecuteProbability: 0,
+      pairWatch: { minMatches: 1, maxShare: 0.5 },
+    });
+    const workers: RawWorker[] = [];
+    try {
+      const job = await postJob(c.url, auditedJob({ rounds: 2 }));
+      const m1 = await signedWorker(c.url, 'often-1');
+      const m2 = await signedWorker(c.url, 'often-2');
+      workers.push(m1, m2);
+      // Round 0: an honest match, spot-checked as usual.
+      await m1.trainAndSubmit();
+      await m2.trainAndSubmit();
+      const first = await waitFor('round 0', async () => (await events(c, job.id, 'audit'))[0], 30_000);
+      expect(first.detail).toMatchObject({ reexecuted: null, refereeSteps: 2 });
+      // Round 1: the same pair meets again, with one copied poisoned result.
+      await copyPoisoned(m1, m2);
+      const second = await waitFor('round 1', async () => (await events(c, job.id, 'audit'))[1], 30_000);
+      expect(second.detail).toMatchObject({ reexecuted: 'watched-pair', refereeSteps: 16 });
+      expect(second.detail.parties.a.verdict).toBe('invalid');
+      expect(second.detail.parties.b.verdict).toBe('invalid');
+      expect((await resultsOf(c, job.id)).filter((r) => r.round === 1).map((r) => r.status)).toEqual([
+        'rejected',
+        'rejected',
+      ]);
+    } finally {
+      for (const w of workers) w.close();
+      await c.destroy();
+    }
+  });
+});

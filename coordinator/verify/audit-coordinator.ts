@@ -5,6 +5,7 @@ import type { Dataset, TrainUnitSpec, WeightSet } from '../../shared/train/types
 import { decodeWeights } from '../../shared/train/weights-format.js';
 import type { DisputeParty, PartyId } from '../../shared/verify/bisect.js';
 import { type CheapCheckBounds, cheapCheck, DEFAULT_CHEAP_CHECK_BOUNDS } from '../../shared/verify/cheap-checks.js';
+import { setTrustReader } from '../credits/trust.js';
 import { checkpointEvery, getJobRow, type JobRow } from '../scheduler/job-repo.js';
 import type { WeightCache } from '../scheduler/round-weights.js';
 import type { SchedulerHooks } from '../scheduler/scheduler.js';
@@ -19,7 +20,7 @@ import {
 import { stateLayoutOf, TrainUnitReferee, type UnitInputs } from './referee.js';
 import type { RevealTransport } from './reveal-hub.js';
 import { checkpointsOf, describeSettlement, settlementOutcome, shutdownFault } from './settlement-record.js';
-import { addCost, getTrust, lockTrust, recordEvent, saveTrust } from './store.js';
+import { addCost, getTrust, lockTrust, publicTrust, recordEvent, saveTrust } from './store.js';
 import { costKey, Effects, type ResultRow, unitKey, Verdicts } from './verdicts.js';
 
 /**
@@ -59,6 +60,19 @@ export interface VerifyOptions {
   spotCheckOnMatch?: boolean;
   /** Bounds of the cheap checks (shared/verify/cheap-checks.ts defaults unless set; tests tighten them). */
   cheapCheckBounds?: Partial<CheapCheckBounds>;
+  /**
+   * Share of matching settlements the coordinator re-executes in full (the referee's whole run judges both deltas):
+   * a pair that copies or shares one fabricated result matches itself, and only this can tell (docs/VERIFICATION.md,
+   * "Collusion"). Drawn with reexecuteRng, apart from the audit and spot-check draws.
+   */
+  reexecuteProbability: number;
+  reexecuteRng?: () => number;
+  /**
+   * A pair of accounts that has matched at least minMatches times, and whose matches make at least maxShare of either
+   * account's matches, meets far more often than random auditor draws make it: each of its matches is re-executed.
+   * null: no watch.
+   */
+  pairWatch: { minMatches: number; maxShare: number } | null;
 }
 
 export const DEFAULT_VERIFY_OPTIONS: VerifyOptions = {
@@ -66,9 +80,21 @@ export const DEFAULT_VERIFY_OPTIONS: VerifyOptions = {
   selfAuditAfterMs: 20_000,
   settleClaimMs: 10 * 60_000,
   settleRetryMs: 5_000,
+  reexecuteProbability: 0.05,
+  pairWatch: { minMatches: 4, maxShare: 0.5 },
 };
 
-/** VERIFY_REVEAL_TIMEOUT_MS, VERIFY_SELF_AUDIT_AFTER_MS ('off' disables it), VERIFY_SETTLE_CLAIM_MS. */
+function probability(v: string | undefined, dflt: number): number {
+  if (v === undefined || v === '') return dflt;
+  const n = Number(v);
+  if (!(n >= 0 && n <= 1)) throw new Error(`expected a probability in [0, 1], got "${v}"`);
+  return n;
+}
+
+/**
+ * VERIFY_REVEAL_TIMEOUT_MS, VERIFY_SELF_AUDIT_AFTER_MS ('off' disables it), VERIFY_SETTLE_CLAIM_MS,
+ * VERIFY_REEXECUTE_PROBABILITY.
+ */
 export function verifyOptionsFromEnv(env: Record<string, string | undefined> = process.env): VerifyOptions {
   const int = (v: string | undefined, dflt: number) => {
     if (v === undefined || v === '') return dflt;
@@ -82,6 +108,7 @@ export function verifyOptionsFromEnv(env: Record<string, string | undefined> = p
     revealTimeoutMs: int(env.VERIFY_REVEAL_TIMEOUT_MS, DEFAULT_VERIFY_OPTIONS.revealTimeoutMs),
     selfAuditAfterMs: selfAudit === 'off' ? null : int(selfAudit, DEFAULT_VERIFY_OPTIONS.selfAuditAfterMs ?? 20_000),
     settleClaimMs: int(env.VERIFY_SETTLE_CLAIM_MS, DEFAULT_VERIFY_OPTIONS.settleClaimMs),
+    reexecuteProbability: probability(env.VERIFY_REEXECUTE_PROBABILITY, DEFAULT_VERIFY_OPTIONS.reexecuteProbability),
   };
 }
 
@@ -154,6 +181,8 @@ export class AuditCoordinator {
   ) {
     this.opts = { ...DEFAULT_VERIFY_OPTIONS, ...opts };
     this.engine = this.buildEngine();
+    // Public views show trust only as far as it is published (store.ts, publicTrust): no audit draw leaks.
+    setTrustReader(publicTrust);
     this.verdicts = new Verdicts(() => this.engine, port.hooks, this.now);
     this.divergence = new DivergenceWatch({
       db: port.db,
@@ -488,6 +517,7 @@ export class AuditCoordinator {
       deltaHash: r.delta_hash,
       reveal: (i) => this.reveal(r.account, r.lease_id, i),
     });
+    const reexecute = await this.reexecution(a.account, b.account);
     // Yield to the event loop between referee steps: sockets (reveals of other disputes, leases) stay served.
     const referee = new TrainUnitReferee({ ...inputs, yieldToEventLoop: true, shouldStop: () => this.closing });
     const t0 = performance.now();
@@ -504,6 +534,7 @@ export class AuditCoordinator {
       },
       referee,
       stop: () => this.closing,
+      reexecute,
     });
     const ms = performance.now() - t0;
     if (this.closing || shutdownFault(s)) {
@@ -511,6 +542,29 @@ export class AuditCoordinator {
       return;
     }
     await this.applySettlement(job, round, idx, a, b, s, ms);
+  }
+
+  /**
+   * Whether a match of these two accounts is re-executed in full, and why: a random share of all matches
+   * (reexecuteProbability), and every match of a watched pair (one that meets far more often than random auditor
+   * draws make it). Decided before the comparison, so a mismatch simply ignores it.
+   */
+  private async reexecution(x: string, y: string): Promise<string | null> {
+    const p = this.opts.reexecuteProbability;
+    if (p >= 1 || (p > 0 && (this.opts.reexecuteRng ?? Math.random)() < p)) return 'drawn';
+    const watch = this.opts.pairWatch;
+    if (!watch) return null;
+    const { rows } = await this.port.db.query<{ me: string; total: number; pair: number }>(
+      `SELECT x.account AS me, count(*)::int AS total,
+              (count(*) FILTER (WHERE y.account = ANY($1::text[]) AND y.account <> x.account))::int AS pair
+       FROM results x JOIN results y ON y.job_id = x.job_id AND y.round = x.round AND y.idx = x.idx AND y.id <> x.id
+       WHERE x.account = ANY($1::text[]) AND x.status IN ('accepted', 'confirmed')
+         AND y.status IN ('accepted', 'confirmed')
+       GROUP BY x.account`,
+      [[x, y]],
+    );
+    const watched = rows.some((r) => r.pair >= watch.minMatches && r.pair >= watch.maxShare * r.total);
+    return watched ? 'watched-pair' : null;
   }
 
   private async applySettlement(

@@ -130,6 +130,8 @@ export interface AuditSettlement {
   reasons: Partial<Record<PartyId, string>>;
   refereeSteps: number;
   reveals: number;
+  /** Why a match was re-executed in full (settleAudit's `reexecute`), when it was. */
+  reexecuted?: string;
 }
 
 /** A record for the credits layer: this account forfeits its unvested credits because of this unit. */
@@ -452,6 +454,12 @@ export class VerificationEngine {
     referee: Referee;
     /** True once the caller is shutting down: a silent party is then not judged (no whole-unit run). */
     stop?: () => boolean;
+    /**
+     * Re-execute a match in full: the referee runs the whole unit and judges both deltas against it, instead of one
+     * spot-checked segment. A pair that copies one result (or fabricates one chain) matches itself; only the
+     * coordinator's own run can tell (drawn for a random share of matches and for every match of a watched pair).
+     */
+    reexecute?: string | null;
   }): Promise<AuditSettlement> {
     const { a, b, unit, referee, stop } = input;
     const whole = wholeRunOf(referee, unit);
@@ -492,6 +500,30 @@ export class VerificationEngine {
       return r.ok;
     };
 
+    if (cmp.verdict === 'match' && input.reexecute) {
+      settlement.reexecuted = input.reexecute;
+      const run = await whole();
+      settlement.refereeSteps += run.steps;
+      for (const id of ['a', 'b'] as const) {
+        const distance = deltaBindingDistance(run.state, unit.startWeights, parties[id].delta);
+        const ok = distance <= unit.tolerance;
+        settlement.spotChecks[id] = {
+          ok,
+          distance,
+          recomputed: { distance, steps: run.steps },
+          reason: ok
+            ? `${parties[id].account}: re-executed in full; the delta reproduces the referee's run of the whole unit`
+            : `${parties[id].account}: re-executed in full; the delta is ${distance.toExponential(2)} from the referee's run of the whole unit`,
+          refereeSteps: id === 'a' ? run.steps : 0,
+          reveals: 0,
+        };
+        if (!ok) {
+          settlement.verdicts[id] = 'invalid';
+          settlement.reasons[id] = `re-execution: ${settlement.spotChecks[id]?.reason}`;
+        }
+      }
+      return settlement;
+    }
     if (cmp.verdict === 'match') {
       if (!this.spotCheckOnMatch) return settlement;
       // Results agree; a colluding pair agrees too, so check one party's work directly. If it fails, the other
