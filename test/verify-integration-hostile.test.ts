@@ -1,12 +1,12 @@
 import * as tf from '@tensorflow/tfjs';
 import '@tensorflow/tfjs-backend-wasm';
 import { beforeAll, describe, expect, it } from 'vitest';
-import { getTrust } from '../coordinator/verify/store.js';
+import { getTrust, verificationCost } from '../coordinator/verify/store.js';
 import type { WeightSet } from '../shared/train/types.js';
-import { hashWeights } from '../shared/train/weights-format.js';
+import { encodeWeights, hashWeights } from '../shared/train/weights-format.js';
 import { postJob, startTestCoordinator, testStore, waitFor, waitForJob } from './helpers/cluster.js';
 import { signedWorker } from './helpers/identities.js';
-import type { RawWorker } from './helpers/raw-worker.js';
+import { RawWorker } from './helpers/raw-worker.js';
 import { auditedJob, events, poisonedRun, resultsOf } from './helpers/verify-fixtures.js';
 
 /**
@@ -311,6 +311,101 @@ describe('a pair that copies one result', () => {
         'rejected',
         'rejected',
       ]);
+    } finally {
+      for (const w of workers) w.close();
+      await c.destroy();
+    }
+  });
+});
+
+describe("the coordinator's work for others is bounded", () => {
+  it('two accounts sending non-finite deltas get one whole-unit check within their budget; the next one waits', async () => {
+    const c = await startTestCoordinator(testStore('pglite'));
+    // Each account may cause one piece of coordinator work per window (a unit here is 16 x 16 = 256 example-steps).
+    c.scheduler.verification.configure({ workBudget: { perJob: 1e12, perAccount: 1, windowMs: 3_600_000 } });
+    const workers: RawWorker[] = [];
+    try {
+      const job = await postJob(c.url, auditedJob({ unitsPerRound: 2 }));
+      const m1 = await signedWorker(c.url, 'nan-1');
+      const m2 = await signedWorker(c.url, 'nan-2');
+      workers.push(m1, m2);
+      const first = await m1.lease();
+      const { out } = await m1.train(first);
+      const nan = structuredClone(out.delta);
+      nan.data[0][0] = Number.NaN;
+      const sendNan = async (w: RawWorker, lease: Awaited<ReturnType<RawWorker['lease']>>) => {
+        const payload = encodeWeights(nan);
+        expect(await w.submit(RawWorker.header(lease, out, payload), payload)).toMatchObject({
+          type: 'reject',
+          code: 'non_finite',
+        });
+      };
+      // Round one: m1 has unit 0, m2 unit 1. Round two, swapped: each unit now has two non-finite witnesses.
+      const second = await m2.lease();
+      await sendNan(m1, first);
+      await sendNan(m2, second);
+      const [u0, u1] = [await m2.lease(), await m1.lease()];
+      expect([u0.unit.dataSeed, u1.unit.dataSeed]).toEqual([first.unit.dataSeed, second.unit.dataSeed]);
+      await sendNan(m2, u0);
+      await sendNan(m1, u1);
+
+      const checks = await waitFor(
+        'both divergence decisions',
+        async () => {
+          const e = await events(c, job.id, 'divergence-check');
+          return e.length >= 2 ? e : null;
+        },
+        30_000,
+      );
+      expect(checks.map((e) => e.outcome).sort()).toEqual(['deferred', 'finite']);
+      expect(checks.find((e) => e.outcome === 'deferred')?.reason).toMatch(/work budget: account .* has caused 256/);
+      // One unit trained by the coordinator, charged in the cost records; the job keeps running.
+      expect((await verificationCost(c.db, job.id)).selfAuditSteps).toBe(16);
+      expect(c.scheduler.verification.budget.accountUsed(m1.account)).toBe(256);
+      expect(c.scheduler.verification.budget.jobUsed(job.id)).toBe(256);
+    } finally {
+      for (const w of workers) w.close();
+      await c.destroy();
+    }
+  });
+
+  it('a silent party whose whole-unit run would exceed its budget makes the settlement wait, not the coordinator work', async () => {
+    const c = await startTestCoordinator(testStore('pglite'));
+    c.scheduler.verification.configure({
+      revealTimeoutMs: 1_000,
+      selfAuditAfterMs: null,
+      workBudget: { perJob: 1e12, perAccount: 1, windowMs: 3_600_000 },
+    });
+    const workers: RawWorker[] = [];
+    try {
+      const job = await postJob(c.url, auditedJob());
+      const ghost = await signedWorker(c.url, 'budget-ghost');
+      const bob = await signedWorker(c.url, 'budget-bob');
+      workers.push(ghost, bob);
+      // The ghost already caused its window's worth of coordinator work.
+      c.scheduler.verification.budget.charge('elsewhere', 1_000, [ghost.account]);
+      const lease = await ghost.lease();
+      const cheat = await poisonedRun(await ghost.unitInputs(lease), 8, 1e-2);
+      expect(await ghost.submitRun(lease, cheat)).toMatchObject({ type: 'ack' });
+      ghost.revealer = () => 'silent';
+      expect((await bob.trainAndSubmit()).answer).toMatchObject({ type: 'ack' });
+      // The reveal deadline passes; the whole-unit run is not started: the unit is released for a later retry.
+      await waitFor(
+        'the deferral',
+        async () => {
+          const u = await c.db.query<{ status: string; settle_claimed_at: number | null }>(
+            'SELECT status, settle_claimed_at FROM units WHERE job_id = $1',
+            [job.id],
+          );
+          return ghost.revealRequests.length > 0 && u.rows[0].settle_claimed_at !== null ? u.rows[0] : null;
+        },
+        30_000,
+      );
+      await new Promise((r) => setTimeout(r, 2_500));
+      expect(await events(c, job.id, 'audit')).toHaveLength(0);
+      expect((await verificationCost(c.db, job.id)).refereeSteps).toBe(0);
+      expect(c.scheduler.verification.budget.jobUsed(job.id)).toBe(0);
+      expect((await resultsOf(c, job.id)).map((r) => r.status)).toEqual(['pending', 'pending']);
     } finally {
       for (const w of workers) w.close();
       await c.destroy();

@@ -16,12 +16,14 @@ import {
   type ComparableResult,
   type JobVerificationPolicy,
   VerificationEngine,
+  WorkDeferred,
 } from './engine.js';
 import { stateLayoutOf, TrainUnitReferee, type UnitInputs } from './referee.js';
 import type { RevealTransport } from './reveal-hub.js';
 import { checkpointsOf, describeSettlement, settlementOutcome, shutdownFault } from './settlement-record.js';
 import { addCost, getTrust, lockTrust, publicTrust, recordEvent, saveTrust } from './store.js';
 import { costKey, Effects, type ResultRow, unitKey, Verdicts } from './verdicts.js';
+import { DEFAULT_WORK_BUDGET, WorkBudget, type WorkBudgetOptions } from './work-budget.js';
 
 /**
  * The verification layer inside the live coordinator (docs/VERIFICATION.md, "Integration"). The scheduler calls it
@@ -73,6 +75,10 @@ export interface VerifyOptions {
    * null: no watch.
    */
   pairWatch: { minMatches: number; maxShare: number } | null;
+  /** Bounds of the training the coordinator does for others, per job and per account (work-budget.ts). */
+  workBudget: WorkBudgetOptions;
+  /** After a whole-unit run had to wait for the work budget, retry the settlement after this long. */
+  deferRetryMs: number;
 }
 
 export const DEFAULT_VERIFY_OPTIONS: VerifyOptions = {
@@ -82,6 +88,8 @@ export const DEFAULT_VERIFY_OPTIONS: VerifyOptions = {
   settleRetryMs: 5_000,
   reexecuteProbability: 0.05,
   pairWatch: { minMatches: 4, maxShare: 0.5 },
+  workBudget: DEFAULT_WORK_BUDGET,
+  deferRetryMs: 60_000,
 };
 
 function probability(v: string | undefined, dflt: number): number {
@@ -93,7 +101,7 @@ function probability(v: string | undefined, dflt: number): number {
 
 /**
  * VERIFY_REVEAL_TIMEOUT_MS, VERIFY_SELF_AUDIT_AFTER_MS ('off' disables it), VERIFY_SETTLE_CLAIM_MS,
- * VERIFY_REEXECUTE_PROBABILITY.
+ * VERIFY_REEXECUTE_PROBABILITY, VERIFY_JOB_WORK_BUDGET and VERIFY_ACCOUNT_WORK_BUDGET (example-steps per hour).
  */
 export function verifyOptionsFromEnv(env: Record<string, string | undefined> = process.env): VerifyOptions {
   const int = (v: string | undefined, dflt: number) => {
@@ -109,6 +117,11 @@ export function verifyOptionsFromEnv(env: Record<string, string | undefined> = p
     selfAuditAfterMs: selfAudit === 'off' ? null : int(selfAudit, DEFAULT_VERIFY_OPTIONS.selfAuditAfterMs ?? 20_000),
     settleClaimMs: int(env.VERIFY_SETTLE_CLAIM_MS, DEFAULT_VERIFY_OPTIONS.settleClaimMs),
     reexecuteProbability: probability(env.VERIFY_REEXECUTE_PROBABILITY, DEFAULT_VERIFY_OPTIONS.reexecuteProbability),
+    workBudget: {
+      ...DEFAULT_WORK_BUDGET,
+      perJob: int(env.VERIFY_JOB_WORK_BUDGET, DEFAULT_WORK_BUDGET.perJob),
+      perAccount: int(env.VERIFY_ACCOUNT_WORK_BUDGET, DEFAULT_WORK_BUDGET.perAccount),
+    },
   };
 }
 
@@ -174,6 +187,8 @@ export class AuditCoordinator {
   private readonly now = () => Date.now();
   private readonly verdicts: Verdicts;
   private readonly divergence: DivergenceWatch;
+  /** The coordinator's training for others, bounded per job and per account. */
+  readonly budget: WorkBudget;
 
   constructor(
     private readonly port: SchedulerPort,
@@ -181,6 +196,7 @@ export class AuditCoordinator {
   ) {
     this.opts = { ...DEFAULT_VERIFY_OPTIONS, ...opts };
     this.engine = this.buildEngine();
+    this.budget = new WorkBudget(this.opts.workBudget, this.now);
     // Public views show trust only as far as it is published (store.ts, publicTrust): no audit draw leaks.
     setTrustReader(publicTrust);
     this.verdicts = new Verdicts(() => this.engine, port.hooks, this.now);
@@ -192,6 +208,7 @@ export class AuditCoordinator {
         return this.unitInputs(job, await this.dataSeed(port.db, jobId, round, idx));
       },
       failJob: (jobId, error) => port.failJob(jobId, error),
+      budget: this.budget,
       track: (p) => port.track(p),
       log: (msg, extra) => port.log(msg, extra),
       closing: () => this.closing,
@@ -203,6 +220,7 @@ export class AuditCoordinator {
   configure(opts: Partial<VerifyOptions>): void {
     this.opts = { ...this.opts, ...opts };
     this.engine = this.buildEngine();
+    if (opts.workBudget) this.budget.configure(opts.workBudget);
   }
 
   get options(): Readonly<VerifyOptions> {
@@ -475,6 +493,12 @@ export class AuditCoordinator {
       try {
         await this.settleClaimed(jobId, round, idx, u);
       } catch (err) {
+        if (err instanceof WorkDeferred) {
+          // The work waits for the budget's window; the parties keep their states (nothing was ruled).
+          this.port.log('settlement waits for the work budget', { jobId, round, idx, why: err.message });
+          await this.releaseClaim(jobId, round, idx, this.opts.deferRetryMs);
+          return;
+        }
         // Cut off by shutdown (the referee stops between steps): whoever runs next retakes it at once.
         await this.releaseClaim(jobId, round, idx, this.closing ? null : this.opts.settleRetryMs).catch(() => {});
         if (this.closing) return;
@@ -517,7 +541,8 @@ export class AuditCoordinator {
       deltaHash: r.delta_hash,
       reveal: (i) => this.reveal(r.account, r.lease_id, i),
     });
-    const reexecute = await this.reexecution(a.account, b.account);
+    const wholeCost = inputs.spec.steps * inputs.spec.batchSize;
+    const reexecute = await this.reexecution(job.id, wholeCost, a.account, b.account);
     // Yield to the event loop between referee steps: sockets (reveals of other disputes, leases) stay served.
     const referee = new TrainUnitReferee({ ...inputs, yieldToEventLoop: true, shouldStop: () => this.closing });
     const t0 = performance.now();
@@ -535,6 +560,12 @@ export class AuditCoordinator {
       referee,
       stop: () => this.closing,
       reexecute,
+      // A silent party makes the referee run the whole unit: charged to it (and the job), within their budgets.
+      mayRunWhole: (silent) => {
+        const why = this.budget.allows(job.id, wholeCost, silent);
+        if (!why) this.budget.charge(job.id, wholeCost, silent);
+        return why;
+      },
     });
     const ms = performance.now() - t0;
     if (this.closing || shutdownFault(s)) {
@@ -549,7 +580,16 @@ export class AuditCoordinator {
    * (reexecuteProbability), and every match of a watched pair (one that meets far more often than random auditor
    * draws make it). Decided before the comparison, so a mismatch simply ignores it.
    */
-  private async reexecution(x: string, y: string): Promise<string | null> {
+  private async reexecution(jobId: string, cost: number, x: string, y: string): Promise<string | null> {
+    const why = await this.reexecutionReason(x, y);
+    // Re-executions are the coordinator's own choice: charged to the job, and skipped (a spot check instead) when
+    // the job's work budget is spent.
+    if (!why || this.budget.allows(jobId, cost)) return null;
+    this.budget.charge(jobId, cost, why === 'watched-pair' ? [x, y] : []);
+    return why;
+  }
+
+  private async reexecutionReason(x: string, y: string): Promise<string | null> {
     const p = this.opts.reexecuteProbability;
     if (p >= 1 || (p > 0 && (this.opts.reexecuteRng ?? Math.random)() < p)) return 'drawn';
     const watch = this.opts.pairWatch;
@@ -735,8 +775,10 @@ export class AuditCoordinator {
     // A result held for audit in a job that ended will never get its audit copy (no leases for an ended job): it is
     // self-audited at once, even when self-audits are off, so that neither its worker's credit nor the job's escrow
     // stays locked. One candidate per job: the slot goes round-robin over jobs, not to one job's long queue.
-    const due = await this.port.db.query<{ job_id: string; round: number; idx: number }>(
-      `SELECT DISTINCT ON (u.job_id) u.job_id, u.round, u.idx FROM units u
+    const due = await this.port.db.query<{ job_id: string; round: number; idx: number; cost: number | string }>(
+      `SELECT DISTINCT ON (u.job_id) u.job_id, u.round, u.idx,
+              (j.spec->>'localSteps')::bigint * (j.spec->>'batchSize')::bigint AS cost
+       FROM units u
        JOIN jobs j ON j.id = u.job_id
        JOIN results r ON r.id = u.audit_of JOIN leases l ON l.id = r.lease_id
        WHERE u.status = 'pending' AND u.audit_of IS NOT NULL
@@ -746,9 +788,11 @@ export class AuditCoordinator {
        ORDER BY u.job_id, u.audit_since LIMIT 100`,
       [now, this.opts.selfAuditAfterMs],
     );
-    const d = this.nextSelfAudit(due.rows);
+    // A job whose work budget is spent waits for the window (or for a worker to take the audit copy).
+    const d = this.nextSelfAudit(due.rows.filter((r) => this.budget.allows(r.job_id, Number(r.cost)) === null));
     if (!d) return;
     this.lastSelfAudit.set(d.job_id, now);
+    this.budget.charge(d.job_id, Number(d.cost));
     this.selfAuditing = true;
     this.port.track(
       this.selfAudit(d.job_id, d.round, d.idx)

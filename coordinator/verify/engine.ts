@@ -91,6 +91,17 @@ export type DisputeOutcome = 'a-wins' | 'b-wins' | 'both-lose' | 'no-fault';
  */
 const SILENCE: ReadonlySet<PartyFault['code']> = new Set(['reveal-timeout', 'reveal-error']);
 
+/** See settleAudit's mayRunWhole. */
+export type WholeRunGate = (accounts: string[]) => string | null;
+
+/** A whole-unit run had to wait for the coordinator's work budget: nothing was ruled, retry later. */
+export class WorkDeferred extends Error {}
+
+function gate(mayRunWhole: WholeRunGate | undefined, accounts: string[]): void {
+  const why = mayRunWhole?.(accounts);
+  if (why) throw new WorkDeferred(why);
+}
+
 /** The referee's run of the whole unit, shared by every judgement of one settlement (computed at most once). */
 type WholeRun = (() => Promise<SegmentResult>) & { readonly started: boolean };
 
@@ -332,11 +343,14 @@ export class VerificationEngine {
     parties: Record<PartyId, DisputeParty>,
     unit: UnitContext,
     referee: Referee,
-    opts: { whole?: WholeRun; stop?: () => boolean } = {},
+    opts: { whole?: WholeRun; stop?: () => boolean; mayRunWhole?: WholeRunGate } = {},
   ): Promise<DisputeResolution> {
     const bis = await bisectDispute(parties, this.bisectContext(unit));
     if (bis.kind === 'forfeit' && bis.faults.some((f) => SILENCE.has(f.code)) && !opts.stop?.()) {
-      return this.judgeByWholeRun(parties, unit, opts.whole ?? wholeRunOf(referee, unit), bis.faults, bis.reveals);
+      const silent = bis.faults.filter((f) => SILENCE.has(f.code)).map((f) => parties[f.party].account);
+      const whole = opts.whole ?? wholeRunOf(referee, unit);
+      if (!whole.started) gate(opts.mayRunWhole, silent);
+      return this.judgeByWholeRun(parties, unit, whole, bis.faults, bis.reveals);
     }
     if (bis.kind === 'forfeit') {
       const losers = [...new Set(bis.faults.map((f) => f.party))];
@@ -460,6 +474,12 @@ export class VerificationEngine {
      * coordinator's own run can tell (drawn for a random share of matches and for every match of a watched pair).
      */
     reexecute?: string | null;
+    /**
+     * Asked before the referee runs the whole unit because of a silent party (the accounts named): a reason to wait
+     * (the coordinator's work budget for the job or the account is spent) or null. On a reason settleAudit throws
+     * WorkDeferred and rules nothing: the caller retries later.
+     */
+    mayRunWhole?: WholeRunGate;
   }): Promise<AuditSettlement> {
     const { a, b, unit, referee, stop } = input;
     const whole = wholeRunOf(referee, unit);
@@ -477,6 +497,7 @@ export class VerificationEngine {
       let r = await this.spotCheck(parties[id], unit, referee);
       if (!r.ok && r.fault && SILENCE.has(r.fault.code) && !stop?.()) {
         // Silent when asked for its states: judge its delta against the referee's whole run instead.
+        if (!whole.started) gate(input.mayRunWhole, [parties[id].account]);
         const run = await whole();
         const distance = deltaBindingDistance(run.state, unit.startWeights, parties[id].delta);
         const ok = distance <= unit.tolerance;
@@ -537,7 +558,7 @@ export class VerificationEngine {
       return settlement;
     }
 
-    const d = await this.resolveDispute(parties, unit, referee, { whole, stop });
+    const d = await this.resolveDispute(parties, unit, referee, { whole, stop, mayRunWhole: input.mayRunWhole });
     settlement.dispute = d;
     settlement.refereeSteps += d.refereeSteps;
     settlement.reveals += d.reveals;
