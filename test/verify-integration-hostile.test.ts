@@ -81,6 +81,45 @@ describe('a malformed reveal is its sender proven fault', () => {
   });
 });
 
+describe('a settlement that keeps failing is not retried forever', () => {
+  it('after repeated errors the referee run of the whole unit settles it without any reveal', async () => {
+    const c = await startTestCoordinator(testStore('pglite'));
+    c.scheduler.verification.configure({ revealTimeoutMs: 10_000, selfAuditAfterMs: null, settleRetryMs: 100 });
+    // Whatever a comparison of party data might still throw: every ordinary attempt fails.
+    const engine = c.scheduler.verification.engine;
+    const settle = engine.settleAudit.bind(engine);
+    let failures = 0;
+    engine.settleAudit = async (input) => {
+      if (input.reexecute === 'settlement-errors') return settle(input);
+      failures++;
+      throw new Error('a comparison threw');
+    };
+    const workers: RawWorker[] = [];
+    try {
+      const job = await postJob(c.url, auditedJob());
+      const mallory = await signedWorker(c.url, 'errors-mallory');
+      const bob = await signedWorker(c.url, 'errors-bob');
+      workers.push(mallory, bob);
+      const lease = await mallory.lease();
+      const cheat = await poisonedRun(await mallory.unitInputs(lease), 8, 1e-2);
+      mallory.states.set(lease.leaseId, cheat.checkpointStates);
+      expect(await mallory.submitRun(lease, cheat)).toMatchObject({ type: 'ack' });
+      expect((await bob.trainAndSubmit()).answer).toMatchObject({ type: 'ack' });
+
+      const audit = await waitFor('the settlement', async () => (await events(c, job.id, 'audit'))[0], 30_000);
+      expect(failures).toBe(3);
+      expect(audit.detail).toMatchObject({ reexecuted: 'settlement-errors', refereeSteps: 16 });
+      expect(audit.detail.parties.a).toMatchObject({ account: mallory.account, verdict: 'invalid' });
+      expect(audit.detail.parties.b).toMatchObject({ account: bob.account, verdict: 'valid' });
+      await waitForJob(c.url, job.id, 30_000);
+      expect((await resultsOf(c, job.id)).map((r) => r.status)).toEqual(['rejected', 'accepted']);
+    } finally {
+      for (const w of workers) w.close();
+      await c.destroy();
+    }
+  });
+});
+
 describe('identical twins share one verdict', () => {
   it('a pair submitting the same poisoned bytes is convicted together when one spot check fails', async () => {
     const c = await startTestCoordinator(testStore('pglite'));

@@ -15,6 +15,7 @@ import {
   type AuditSettlement,
   type ComparableResult,
   type JobVerificationPolicy,
+  SETTLE_ERRORS,
   VerificationEngine,
   WorkDeferred,
 } from './engine.js';
@@ -163,6 +164,9 @@ export interface CheckProblem {
   suspect: boolean;
 }
 
+/** Failed attempts after which a settlement is made by the referee's whole run alone. */
+export const MAX_SETTLE_ERRORS = 3;
+
 /** Job statuses after which no lease is issued; results still held then are settled all the same. */
 const ENDED_SQL = `('completed', 'failed', 'cancelled')`;
 const ENDED: ReadonlySet<string> = new Set(['completed', 'failed', 'cancelled']);
@@ -181,6 +185,8 @@ export class AuditCoordinator {
   private transport: RevealTransport | null = null;
   private closing = false;
   private readonly settling = new Set<string>();
+  /** Settlements that failed with an error (not a verdict), by unit: never retried the same way forever. */
+  private readonly settleErrors = new Map<string, number>();
   private selfAuditing = false;
   /** When each job last had the self-audit slot (round-robin between jobs). */
   private readonly lastSelfAudit = new Map<string, number>();
@@ -502,6 +508,9 @@ export class AuditCoordinator {
         // Cut off by shutdown (the referee stops between steps): whoever runs next retakes it at once.
         await this.releaseClaim(jobId, round, idx, this.closing ? null : this.opts.settleRetryMs).catch(() => {});
         if (this.closing) return;
+        // Counted: after MAX_SETTLE_ERRORS the unit is settled without any party's reveals (settleClaimed).
+        this.settleErrors.set(key, (this.settleErrors.get(key) ?? 0) + 1);
+        if (this.settleErrors.size > 10_000) this.settleErrors.delete(this.settleErrors.keys().next().value as string);
         throw err;
       }
     } finally {
@@ -542,7 +551,12 @@ export class AuditCoordinator {
       reveal: (i) => this.reveal(r.account, r.lease_id, i),
     });
     const wholeCost = inputs.spec.steps * inputs.spec.batchSize;
-    const reexecute = await this.reexecution(job.id, wholeCost, a.account, b.account);
+    const key = unitKey(jobId, round, idx);
+    // A settlement that keeps failing with an error is not retried the same way forever: the referee's own run of the
+    // whole unit judges both deltas, with nothing the parties reveal (the deltas were checked at submission).
+    const failing = (this.settleErrors.get(key) ?? 0) >= MAX_SETTLE_ERRORS;
+    if (failing) this.budget.charge(job.id, wholeCost);
+    const reexecute = failing ? SETTLE_ERRORS : await this.reexecution(job.id, wholeCost, a.account, b.account);
     // Yield to the event loop between referee steps: sockets (reveals of other disputes, leases) stay served.
     const referee = new TrainUnitReferee({ ...inputs, yieldToEventLoop: true, shouldStop: () => this.closing });
     const t0 = performance.now();
@@ -573,6 +587,7 @@ export class AuditCoordinator {
       return;
     }
     await this.applySettlement(job, round, idx, a, b, s, ms);
+    this.settleErrors.delete(key);
   }
 
   /**

@@ -91,6 +91,12 @@ export type DisputeOutcome = 'a-wins' | 'b-wins' | 'both-lose' | 'no-fault';
  */
 const SILENCE: ReadonlySet<PartyFault['code']> = new Set(['reveal-timeout', 'reveal-error']);
 
+/**
+ * settleAudit's `reexecute` reason when earlier attempts of the settlement failed with errors: the whole run then
+ * judges both deltas whether they match or not, and nothing a party reveals is used.
+ */
+export const SETTLE_ERRORS = 'settlement-errors';
+
 /** See settleAudit's mayRunWhole. */
 export type WholeRunGate = (accounts: string[]) => string | null;
 
@@ -521,7 +527,7 @@ export class VerificationEngine {
       return r.ok;
     };
 
-    if (cmp.verdict === 'match' && input.reexecute) {
+    if (input.reexecute && (cmp.verdict === 'match' || input.reexecute === SETTLE_ERRORS)) {
       settlement.reexecuted = input.reexecute;
       const run = await whole();
       settlement.refereeSteps += run.steps;
