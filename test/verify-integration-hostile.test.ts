@@ -451,3 +451,48 @@ describe("the coordinator's work for others is bounded", () => {
     }
   });
 });
+
+describe('the self-audit slot is shared fairly', () => {
+  it('goes round-robin over jobs: a later job is not queued behind all units of an earlier one', async () => {
+    const c = await startTestCoordinator(testStore('pglite'));
+    c.scheduler.verification.configure({ selfAuditAfterMs: null });
+    const workers: RawWorker[] = [];
+    try {
+      const big = await postJob(c.url, auditedJob({ name: 'big', unitsPerRound: 3 }));
+      const w = await signedWorker(c.url, 'rr-worker');
+      workers.push(w);
+      for (let i = 0; i < 3; i++) expect((await w.trainAndSubmit()).answer).toMatchObject({ type: 'ack' });
+      const small = await postJob(c.url, auditedJob({ name: 'small' }));
+      expect((await w.trainAndSubmit()).answer).toMatchObject({ type: 'ack' });
+      // Four results held, nobody else to audit them: once all are due (twice the time their unit took), the
+      // coordinator self-audits them one at a time.
+      await waitFor(
+        'all four due',
+        async () => {
+          const { rows } = await c.db.query<{ n: number }>(
+            `SELECT count(*)::int AS n FROM units u JOIN results r ON r.id = u.audit_of JOIN leases l ON l.id = r.lease_id
+             WHERE u.status = 'pending' AND u.audit_since < $1 - 2 * (r.created_at - l.created_at) - 10`,
+            [Date.now()],
+          );
+          return rows[0].n === 4;
+        },
+        30_000,
+      );
+      c.scheduler.verification.configure({ selfAuditAfterMs: 1 });
+      const order = await waitFor(
+        'every self-audit',
+        async () => {
+          const { rows } = await c.db.query<{ job_id: string }>(
+            `SELECT job_id FROM verification_events WHERE kind = 'self-audit' ORDER BY at, id`,
+          );
+          return rows.length >= 4 ? rows.map((r) => r.job_id) : null;
+        },
+        60_000,
+      );
+      expect(order.slice(0, 2).sort()).toEqual([big.id, small.id].sort());
+    } finally {
+      for (const x of workers) x.close();
+      await c.destroy();
+    }
+  });
+});
