@@ -164,6 +164,9 @@ export interface CheckProblem {
   suspect: boolean;
 }
 
+/** How far back the pair watch looks (bounds its query; a pair that stops meeting is forgotten). */
+const PAIR_WATCH_WINDOW_MS = 30 * 24 * 3_600_000;
+
 /** Failed attempts after which a settlement is made by the referee's whole run alone. */
 export const MAX_SETTLE_ERRORS = 3;
 
@@ -613,10 +616,10 @@ export class AuditCoordinator {
       `SELECT x.account AS me, count(*)::int AS total,
               (count(*) FILTER (WHERE y.account = ANY($1::text[]) AND y.account <> x.account))::int AS pair
        FROM results x JOIN results y ON y.job_id = x.job_id AND y.round = x.round AND y.idx = x.idx AND y.id <> x.id
-       WHERE x.account = ANY($1::text[]) AND x.status IN ('accepted', 'confirmed')
+       WHERE x.account = ANY($1::text[]) AND x.status IN ('accepted', 'confirmed') AND x.created_at > $2
          AND y.status IN ('accepted', 'confirmed')
        GROUP BY x.account`,
-      [[x, y]],
+      [[x, y], this.now() - PAIR_WATCH_WINDOW_MS],
     );
     const watched = rows.some((r) => r.pair >= watch.minMatches && r.pair >= watch.maxShare * r.total);
     return watched ? 'watched-pair' : null;
