@@ -41,6 +41,16 @@ export interface SweepReport {
 const BATCH = 500;
 
 /**
+ * SQL condition on a credit intent `c`: its acceptance is published, i.e. its result is not in the running round of a
+ * running job. Until then the credit is not posted (no pending balance, no ledger line, no credit record in public
+ * views), audited or not: an unaudited result is accepted at its ack, an audited one only at its settlement, and
+ * showing either at once would tell everyone which results were drawn for an audit. Posted once the round is
+ * aggregated or the job ends (a forfeit posts them first: `unpublished` = true, so that they are forfeited too).
+ */
+export const PUBLISHED = `NOT EXISTS (SELECT 1 FROM results pr JOIN jobs pj ON pj.id = pr.job_id
+  WHERE pr.id = c.result_id AND pj.status = 'running' AND pr.round = pj.round)`;
+
+/**
  * Turns credit intents into ledger credits, vests credits whose challenge window closed, and refunds the unspent
  * escrow of ended jobs. Each step is idempotent (ledger event keys, conditional state updates), so it may run on
  * every replica, be interrupted anywhere and simply run again.
@@ -192,11 +202,13 @@ export class CreditSweeper {
   }
 
   /**
-   * Posts open intents to the ledger in batches (creditUnits: one transaction per batch, idempotent per result).
+   * Posts open intents of published results to the ledger in batches (creditUnits: one transaction per batch, idempotent per result).
    * An intent whose result is no longer accepted or confirmed (overturned by verification before it was credited) is
    * dropped.
    */
-  async creditOpen(filter: { worker?: string; jobId?: string } = {}): Promise<{ credited: number; rejected: number }> {
+  async creditOpen(
+    filter: { worker?: string; jobId?: string; unpublished?: boolean } = {},
+  ): Promise<{ credited: number; rejected: number }> {
     let credited = 0;
     let rejected = 0;
     for (;;) {
@@ -211,8 +223,9 @@ export class CreditSweeper {
         `SELECT c.result_id, c.job_id, c.worker, c.price, c.vest_at, r.status AS result_status
          FROM credit_intents c LEFT JOIN results r ON r.id = c.result_id
          WHERE c.state = 'open' AND ($1::text IS NULL OR c.worker = $1) AND ($2::text IS NULL OR c.job_id = $2)
+           AND ($3::boolean OR ${PUBLISHED})
          ORDER BY c.accepted_at, c.result_id LIMIT ${BATCH}`,
-        [filter.worker ?? null, filter.jobId ?? null],
+        [filter.worker ?? null, filter.jobId ?? null, filter.unpublished === true],
       );
       if (r.rows.length === 0) break;
       const updates: { id: string; state: string; reason: string | null }[] = [];

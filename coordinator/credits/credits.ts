@@ -5,7 +5,7 @@ import { workerPricePerTflop } from '../market/offers.js';
 import type { JobRow } from '../scheduler/job-repo.js';
 import type { AcceptedResult, SchedulerHooks } from '../scheduler/scheduler.js';
 import type { Db, Queryable } from '../store/db.js';
-import { CreditSweeper } from './credit-sweeper.js';
+import { CreditSweeper, PUBLISHED } from './credit-sweeper.js';
 import { toMicro } from './money.js';
 
 export interface CreditsOptions {
@@ -187,7 +187,7 @@ export class Credits {
   async forfeit(req: ForfeitRequest): Promise<ForfeitResult | null> {
     if (!isAddress(req.worker)) return null;
     const worker = normalizeAddress(req.worker);
-    await this.sweeper.creditOpen({ worker, jobId: req.jobId });
+    await this.sweeper.creditOpen({ worker, jobId: req.jobId, unpublished: true });
     return this.opts.ledger.forfeitUnvested({
       worker,
       jobId: req.jobId,
@@ -240,6 +240,7 @@ export class Credits {
        LEFT JOIN results r ON r.id = c.result_id
        LEFT JOIN ledger_credits lc ON lc.result_id = c.result_id
        WHERE c.worker = $1 AND ($2::bigint IS NULL OR (c.accepted_at, c.result_id) < ($2::bigint, $3::text))
+         AND ${PUBLISHED}
        ORDER BY c.accepted_at DESC, c.result_id DESC LIMIT $4`,
       [worker, beforeAt, beforeId, limit + 1],
     );

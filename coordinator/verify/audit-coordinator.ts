@@ -5,6 +5,7 @@ import type { Dataset, TrainUnitSpec, WeightSet } from '../../shared/train/types
 import { decodeWeights } from '../../shared/train/weights-format.js';
 import type { DisputeParty, PartyId } from '../../shared/verify/bisect.js';
 import { type CheapCheckBounds, cheapCheck, DEFAULT_CHEAP_CHECK_BOUNDS } from '../../shared/verify/cheap-checks.js';
+import { setTrustReader } from '../credits/trust.js';
 import { checkpointEvery, getJobRow, type JobRow } from '../scheduler/job-repo.js';
 import type { WeightCache } from '../scheduler/round-weights.js';
 import type { SchedulerHooks } from '../scheduler/scheduler.js';
@@ -14,13 +15,16 @@ import {
   type AuditSettlement,
   type ComparableResult,
   type JobVerificationPolicy,
+  SETTLE_ERRORS,
   VerificationEngine,
+  WorkDeferred,
 } from './engine.js';
-import { TrainUnitReferee, type UnitInputs } from './referee.js';
+import { stateLayoutOf, TrainUnitReferee, type UnitInputs } from './referee.js';
 import type { RevealTransport } from './reveal-hub.js';
 import { checkpointsOf, describeSettlement, settlementOutcome, shutdownFault } from './settlement-record.js';
-import { addCost, getTrust, lockTrust, recordEvent, saveTrust } from './store.js';
+import { addCost, getTrust, lockTrust, publicTrust, recordEvent, saveTrust } from './store.js';
 import { costKey, Effects, type ResultRow, unitKey, Verdicts } from './verdicts.js';
+import { DEFAULT_WORK_BUDGET, WorkBudget, type WorkBudgetOptions } from './work-budget.js';
 
 /**
  * The verification layer inside the live coordinator (docs/VERIFICATION.md, "Integration"). The scheduler calls it
@@ -59,6 +63,23 @@ export interface VerifyOptions {
   spotCheckOnMatch?: boolean;
   /** Bounds of the cheap checks (shared/verify/cheap-checks.ts defaults unless set; tests tighten them). */
   cheapCheckBounds?: Partial<CheapCheckBounds>;
+  /**
+   * Share of matching settlements the coordinator re-executes in full (the referee's whole run judges both deltas):
+   * a pair that copies or shares one fabricated result matches itself, and only this can tell (docs/VERIFICATION.md,
+   * "Collusion"). Drawn with reexecuteRng, apart from the audit and spot-check draws.
+   */
+  reexecuteProbability: number;
+  reexecuteRng?: () => number;
+  /**
+   * A pair of accounts that has matched at least minMatches times, and whose matches make at least maxShare of either
+   * account's matches, meets far more often than random auditor draws make it: each of its matches is re-executed.
+   * null: no watch.
+   */
+  pairWatch: { minMatches: number; maxShare: number } | null;
+  /** Bounds of the training the coordinator does for others, per job and per account (work-budget.ts). */
+  workBudget: WorkBudgetOptions;
+  /** After a whole-unit run had to wait for the work budget, retry the settlement after this long. */
+  deferRetryMs: number;
 }
 
 export const DEFAULT_VERIFY_OPTIONS: VerifyOptions = {
@@ -66,9 +87,23 @@ export const DEFAULT_VERIFY_OPTIONS: VerifyOptions = {
   selfAuditAfterMs: 20_000,
   settleClaimMs: 10 * 60_000,
   settleRetryMs: 5_000,
+  reexecuteProbability: 0.05,
+  pairWatch: { minMatches: 4, maxShare: 0.5 },
+  workBudget: DEFAULT_WORK_BUDGET,
+  deferRetryMs: 60_000,
 };
 
-/** VERIFY_REVEAL_TIMEOUT_MS, VERIFY_SELF_AUDIT_AFTER_MS ('off' disables it), VERIFY_SETTLE_CLAIM_MS. */
+function probability(v: string | undefined, dflt: number): number {
+  if (v === undefined || v === '') return dflt;
+  const n = Number(v);
+  if (!(n >= 0 && n <= 1)) throw new Error(`expected a probability in [0, 1], got "${v}"`);
+  return n;
+}
+
+/**
+ * VERIFY_REVEAL_TIMEOUT_MS, VERIFY_SELF_AUDIT_AFTER_MS ('off' disables it), VERIFY_SETTLE_CLAIM_MS,
+ * VERIFY_REEXECUTE_PROBABILITY, VERIFY_JOB_WORK_BUDGET and VERIFY_ACCOUNT_WORK_BUDGET (example-steps per hour).
+ */
 export function verifyOptionsFromEnv(env: Record<string, string | undefined> = process.env): VerifyOptions {
   const int = (v: string | undefined, dflt: number) => {
     if (v === undefined || v === '') return dflt;
@@ -82,6 +117,12 @@ export function verifyOptionsFromEnv(env: Record<string, string | undefined> = p
     revealTimeoutMs: int(env.VERIFY_REVEAL_TIMEOUT_MS, DEFAULT_VERIFY_OPTIONS.revealTimeoutMs),
     selfAuditAfterMs: selfAudit === 'off' ? null : int(selfAudit, DEFAULT_VERIFY_OPTIONS.selfAuditAfterMs ?? 20_000),
     settleClaimMs: int(env.VERIFY_SETTLE_CLAIM_MS, DEFAULT_VERIFY_OPTIONS.settleClaimMs),
+    reexecuteProbability: probability(env.VERIFY_REEXECUTE_PROBABILITY, DEFAULT_VERIFY_OPTIONS.reexecuteProbability),
+    workBudget: {
+      ...DEFAULT_WORK_BUDGET,
+      perJob: int(env.VERIFY_JOB_WORK_BUDGET, DEFAULT_WORK_BUDGET.perJob),
+      perAccount: int(env.VERIFY_ACCOUNT_WORK_BUDGET, DEFAULT_WORK_BUDGET.perAccount),
+    },
   };
 }
 
@@ -123,16 +164,40 @@ export interface CheckProblem {
   suspect: boolean;
 }
 
+/** How far back the pair watch looks (bounds its query; a pair that stops meeting is forgotten). */
+const PAIR_WATCH_WINDOW_MS = 30 * 24 * 3_600_000;
+
+/** Failed attempts after which a settlement is made by the referee's whole run alone. */
+export const MAX_SETTLE_ERRORS = 3;
+
+/** Job statuses after which no lease is issued; results still held then are settled all the same. */
+const ENDED_SQL = `('completed', 'failed', 'cancelled')`;
+const ENDED: ReadonlySet<string> = new Set(['completed', 'failed', 'cancelled']);
+
+/**
+ * May a unit of this round still be settled? The running round of a running job; any round of an ended job (its held
+ * results are settled or its escrow and its volunteers' credit would stay locked).
+ */
+function settlesRound(job: JobRow, round: number): boolean {
+  return job.status === 'running' ? job.round === round : ENDED.has(job.status);
+}
+
 export class AuditCoordinator {
   private opts: VerifyOptions;
   engine: VerificationEngine;
   private transport: RevealTransport | null = null;
   private closing = false;
   private readonly settling = new Set<string>();
+  /** Settlements that failed with an error (not a verdict), by unit: never retried the same way forever. */
+  private readonly settleErrors = new Map<string, number>();
   private selfAuditing = false;
+  /** When each job last had the self-audit slot (round-robin between jobs). */
+  private readonly lastSelfAudit = new Map<string, number>();
   private readonly now = () => Date.now();
   private readonly verdicts: Verdicts;
   private readonly divergence: DivergenceWatch;
+  /** The coordinator's training for others, bounded per job and per account. */
+  readonly budget: WorkBudget;
 
   constructor(
     private readonly port: SchedulerPort,
@@ -140,6 +205,9 @@ export class AuditCoordinator {
   ) {
     this.opts = { ...DEFAULT_VERIFY_OPTIONS, ...opts };
     this.engine = this.buildEngine();
+    this.budget = new WorkBudget(this.opts.workBudget, this.now);
+    // Public views show trust only as far as it is published (store.ts, publicTrust): no audit draw leaks.
+    setTrustReader(publicTrust);
     this.verdicts = new Verdicts(() => this.engine, port.hooks, this.now);
     this.divergence = new DivergenceWatch({
       db: port.db,
@@ -149,6 +217,7 @@ export class AuditCoordinator {
         return this.unitInputs(job, await this.dataSeed(port.db, jobId, round, idx));
       },
       failJob: (jobId, error) => port.failJob(jobId, error),
+      budget: this.budget,
       track: (p) => port.track(p),
       log: (msg, extra) => port.log(msg, extra),
       closing: () => this.closing,
@@ -160,6 +229,7 @@ export class AuditCoordinator {
   configure(opts: Partial<VerifyOptions>): void {
     this.opts = { ...this.opts, ...opts };
     this.engine = this.buildEngine();
+    if (opts.workBudget) this.budget.configure(opts.workBudget);
   }
 
   get options(): Readonly<VerifyOptions> {
@@ -432,9 +502,18 @@ export class AuditCoordinator {
       try {
         await this.settleClaimed(jobId, round, idx, u);
       } catch (err) {
+        if (err instanceof WorkDeferred) {
+          // The work waits for the budget's window; the parties keep their states (nothing was ruled).
+          this.port.log('settlement waits for the work budget', { jobId, round, idx, why: err.message });
+          await this.releaseClaim(jobId, round, idx, this.opts.deferRetryMs);
+          return;
+        }
         // Cut off by shutdown (the referee stops between steps): whoever runs next retakes it at once.
         await this.releaseClaim(jobId, round, idx, this.closing ? null : this.opts.settleRetryMs).catch(() => {});
         if (this.closing) return;
+        // Counted: after MAX_SETTLE_ERRORS the unit is settled without any party's reveals (settleClaimed).
+        this.settleErrors.set(key, (this.settleErrors.get(key) ?? 0) + 1);
+        if (this.settleErrors.size > 10_000) this.settleErrors.delete(this.settleErrors.keys().next().value as string);
         throw err;
       }
     } finally {
@@ -445,7 +524,7 @@ export class AuditCoordinator {
   private async settleClaimed(jobId: string, round: number, idx: number, u: UnitRow): Promise<void> {
     const db = this.port.db;
     const job = await getJobRow(db, jobId);
-    if (job?.status !== 'running' || job.round !== round) return;
+    if (!job || !settlesRound(job, round)) return;
     const { rows } = await db.query<ResultRow>(
       `SELECT * FROM results WHERE job_id = $1 AND round = $2 AND idx = $3 AND status = 'pending' ORDER BY created_at`,
       [jobId, round, idx],
@@ -474,6 +553,13 @@ export class AuditCoordinator {
       deltaHash: r.delta_hash,
       reveal: (i) => this.reveal(r.account, r.lease_id, i),
     });
+    const wholeCost = inputs.spec.steps * inputs.spec.batchSize;
+    const key = unitKey(jobId, round, idx);
+    // A settlement that keeps failing with an error is not retried the same way forever: the referee's own run of the
+    // whole unit judges both deltas, with nothing the parties reveal (the deltas were checked at submission).
+    const failing = (this.settleErrors.get(key) ?? 0) >= MAX_SETTLE_ERRORS;
+    if (failing) this.budget.charge(job.id, wholeCost);
+    const reexecute = failing ? SETTLE_ERRORS : await this.reexecution(job.id, wholeCost, a.account, b.account);
     // Yield to the event loop between referee steps: sockets (reveals of other disputes, leases) stay served.
     const referee = new TrainUnitReferee({ ...inputs, yieldToEventLoop: true, shouldStop: () => this.closing });
     const t0 = performance.now();
@@ -486,9 +572,17 @@ export class AuditCoordinator {
         checkpointEvery: inputs.k,
         startWeights: inputs.startWeights,
         tolerance: this.engine.tolerance(this.policy(job)),
+        stateLayout: await stateLayoutOf(inputs.model, inputs.spec),
       },
       referee,
       stop: () => this.closing,
+      reexecute,
+      // A silent party makes the referee run the whole unit: charged to it (and the job), within their budgets.
+      mayRunWhole: (silent) => {
+        const why = this.budget.allows(job.id, wholeCost, silent);
+        if (!why) this.budget.charge(job.id, wholeCost, silent);
+        return why;
+      },
     });
     const ms = performance.now() - t0;
     if (this.closing || shutdownFault(s)) {
@@ -496,6 +590,39 @@ export class AuditCoordinator {
       return;
     }
     await this.applySettlement(job, round, idx, a, b, s, ms);
+    this.settleErrors.delete(key);
+  }
+
+  /**
+   * Whether a match of these two accounts is re-executed in full, and why: a random share of all matches
+   * (reexecuteProbability), and every match of a watched pair (one that meets far more often than random auditor
+   * draws make it). Decided before the comparison, so a mismatch simply ignores it.
+   */
+  private async reexecution(jobId: string, cost: number, x: string, y: string): Promise<string | null> {
+    const why = await this.reexecutionReason(x, y);
+    // Re-executions are the coordinator's own choice: charged to the job, and skipped (a spot check instead) when
+    // the job's work budget is spent.
+    if (!why || this.budget.allows(jobId, cost)) return null;
+    this.budget.charge(jobId, cost, why === 'watched-pair' ? [x, y] : []);
+    return why;
+  }
+
+  private async reexecutionReason(x: string, y: string): Promise<string | null> {
+    const p = this.opts.reexecuteProbability;
+    if (p >= 1 || (p > 0 && (this.opts.reexecuteRng ?? Math.random)() < p)) return 'drawn';
+    const watch = this.opts.pairWatch;
+    if (!watch) return null;
+    const { rows } = await this.port.db.query<{ me: string; total: number; pair: number }>(
+      `SELECT x.account AS me, count(*)::int AS total,
+              (count(*) FILTER (WHERE y.account = ANY($1::text[]) AND y.account <> x.account))::int AS pair
+       FROM results x JOIN results y ON y.job_id = x.job_id AND y.round = x.round AND y.idx = x.idx AND y.id <> x.id
+       WHERE x.account = ANY($1::text[]) AND x.status IN ('accepted', 'confirmed') AND x.created_at > $2
+         AND y.status IN ('accepted', 'confirmed')
+       GROUP BY x.account`,
+      [[x, y], this.now() - PAIR_WATCH_WINDOW_MS],
+    );
+    const watched = rows.some((r) => r.pair >= watch.minMatches && r.pair >= watch.maxShare * r.total);
+    return watched ? 'watched-pair' : null;
   }
 
   private async applySettlement(
@@ -654,26 +781,36 @@ export class AuditCoordinator {
     if (this.closing) return;
     const now = this.now();
     const stuck = await this.port.db.query<{ job_id: string; round: number; idx: number }>(
-      `SELECT u.job_id, u.round, u.idx FROM units u JOIN jobs j ON j.id = u.job_id AND j.round = u.round
-       WHERE u.status = 'verifying' AND j.status = 'running'
+      `SELECT u.job_id, u.round, u.idx FROM units u JOIN jobs j ON j.id = u.job_id
+       WHERE u.status = 'verifying' AND ((j.status = 'running' AND j.round = u.round) OR j.status IN ${ENDED_SQL})
          AND (u.settle_claimed_at IS NULL OR u.settle_claimed_at < $1) LIMIT 20`,
       [now - this.opts.settleClaimMs],
     );
     for (const u of stuck.rows) {
       if (!this.settling.has(unitKey(u.job_id, u.round, u.idx))) this.startSettlement(u.job_id, u.round, u.idx);
     }
-    if (this.opts.selfAuditAfterMs === null || this.selfAuditing) return;
-    const due = await this.port.db.query<{ job_id: string; round: number; idx: number }>(
-      `SELECT u.job_id, u.round, u.idx FROM units u
-       JOIN jobs j ON j.id = u.job_id AND j.round = u.round
+    if (this.selfAuditing) return;
+    // A result held for audit in a job that ended will never get its audit copy (no leases for an ended job): it is
+    // self-audited at once, even when self-audits are off, so that neither its worker's credit nor the job's escrow
+    // stays locked. One candidate per job: the slot goes round-robin over jobs, not to one job's long queue.
+    const due = await this.port.db.query<{ job_id: string; round: number; idx: number; cost: number | string }>(
+      `SELECT DISTINCT ON (u.job_id) u.job_id, u.round, u.idx,
+              (j.spec->>'localSteps')::bigint * (j.spec->>'batchSize')::bigint AS cost
+       FROM units u
+       JOIN jobs j ON j.id = u.job_id
        JOIN results r ON r.id = u.audit_of JOIN leases l ON l.id = r.lease_id
-       WHERE u.status = 'pending' AND u.audit_of IS NOT NULL AND j.status = 'running'
-         AND u.audit_since < $1 - GREATEST($2::bigint, 2 * (r.created_at - l.created_at))
-       ORDER BY u.audit_since LIMIT 1`,
+       WHERE u.status = 'pending' AND u.audit_of IS NOT NULL
+         AND (j.status IN ${ENDED_SQL}
+              OR (j.status = 'running' AND j.round = u.round AND $2::bigint IS NOT NULL
+                  AND u.audit_since < $1 - GREATEST($2::bigint, 2 * (r.created_at - l.created_at))))
+       ORDER BY u.job_id, u.audit_since LIMIT 100`,
       [now, this.opts.selfAuditAfterMs],
     );
-    const d = due.rows[0];
+    // A job whose work budget is spent waits for the window (or for a worker to take the audit copy).
+    const d = this.nextSelfAudit(due.rows.filter((r) => this.budget.allows(r.job_id, Number(r.cost)) === null));
     if (!d) return;
+    this.lastSelfAudit.set(d.job_id, now);
+    this.budget.charge(d.job_id, Number(d.cost));
     this.selfAuditing = true;
     this.port.track(
       this.selfAudit(d.job_id, d.round, d.idx)
@@ -682,6 +819,21 @@ export class AuditCoordinator {
           this.selfAuditing = false;
         }),
     );
+  }
+
+  /** Round-robin over jobs: the candidate of the job whose last self-audit is the oldest (never first). */
+  private nextSelfAudit<T extends { job_id: string }>(candidates: T[]): T | undefined {
+    let best: T | undefined;
+    let bestAt = Number.POSITIVE_INFINITY;
+    for (const c of candidates) {
+      const at = this.lastSelfAudit.get(c.job_id) ?? Number.NEGATIVE_INFINITY;
+      if (at < bestAt) {
+        best = c;
+        bestAt = at;
+      }
+    }
+    if (this.lastSelfAudit.size > 10_000) this.lastSelfAudit.clear();
+    return best;
   }
 
   /**
@@ -716,7 +868,10 @@ export class AuditCoordinator {
     this.flush(effects);
     try {
       const job = await getJobRow(db, jobId);
-      if (job?.status !== 'running' || job.round !== round) return;
+      if (!job || !settlesRound(job, round)) {
+        await this.releaseClaim(jobId, round, idx, null);
+        return;
+      }
       const a = (await db.query<ResultRow>('SELECT * FROM results WHERE id = $1', [claimed.audit_of])).rows[0];
       if (a?.status !== 'pending') {
         await this.releaseClaim(jobId, round, idx, 0);

@@ -3,8 +3,9 @@ import type { TrainUnitOutput } from '../../shared/train/types.js';
 import { getJobRow } from '../scheduler/job-repo.js';
 import type { Db } from '../store/db.js';
 import type { UnitInputs } from './referee.js';
-import { recordEvent } from './store.js';
+import { addCost, recordEvent } from './store.js';
 import { unitKey } from './verdicts.js';
+import type { WorkBudget } from './work-budget.js';
 
 /**
  * Non-finite results (NaN or Infinity in the delta or the losses) prove nothing about their worker: a learning rate
@@ -17,6 +18,8 @@ export interface DivergenceDeps {
   db: Db;
   unitInputs(jobId: string, round: number, idx: number): Promise<UnitInputs>;
   failJob(jobId: string, error: string): Promise<void>;
+  /** The coordinator's training for others: a check is charged to the job and to the accounts that forced it. */
+  budget: WorkBudget;
   track(p: Promise<unknown>): void;
   log(msg: string, extra?: object): void;
   closing(): boolean;
@@ -51,12 +54,33 @@ export class DivergenceWatch {
     });
     const key = unitKey(r.jobId, r.round, r.idx);
     if (this.checking.has(key) || this.cleared.has(key)) return;
-    const { rows } = await db.query<{ n: number }>(
-      `SELECT count(DISTINCT account)::int AS n FROM results
+    const { rows } = await db.query<{ account: string }>(
+      `SELECT DISTINCT account FROM results
        WHERE job_id = $1 AND round = $2 AND idx = $3 AND status = 'rejected' AND reason LIKE 'non_finite:%'`,
       [r.jobId, r.round, r.idx],
     );
-    if (Number(rows[0]?.n ?? 0) < DIVERGENCE_WITNESSES) return;
+    if (rows.length < DIVERGENCE_WITNESSES) return;
+    // The check trains a whole unit: charged to the job and to the accounts whose results forced it; beyond their
+    // budgets it waits (the unit stays open; a later non-finite result asks again).
+    const job = await getJobRow(db, r.jobId);
+    if (!job) return;
+    const cost = job.spec.localSteps * job.spec.batchSize;
+    const witnesses = rows.map((x) => x.account);
+    const why = this.deps.budget.allows(r.jobId, cost, witnesses);
+    if (why) {
+      await recordEvent(db, {
+        kind: 'divergence-check',
+        jobId: r.jobId,
+        round: r.round,
+        idx: r.idx,
+        account: null,
+        outcome: 'deferred',
+        reason: `waits for the coordinator's work budget: ${why}`,
+        at: this.deps.now(),
+      });
+      return;
+    }
+    this.deps.budget.charge(r.jobId, cost, witnesses);
     this.checking.add(key);
     this.deps.track(
       this.check(r.jobId, r.round, r.idx)
@@ -73,6 +97,11 @@ export class DivergenceWatch {
     const inputs = await this.deps.unitInputs(jobId, round, idx);
     const out = await trainUnit({ ...inputs, yieldToEventLoop: true, shouldStop: () => this.deps.closing() });
     const at = firstNonFinite(out);
+    await addCost(
+      this.deps.db,
+      { jobId, round, idx, batchSize: inputs.spec.batchSize },
+      { selfAuditSteps: inputs.spec.steps },
+    );
     await recordEvent(this.deps.db, {
       kind: 'divergence-check',
       jobId,

@@ -8,6 +8,7 @@ import {
   type PartyFault,
   type PartyId,
   RevealCache,
+  type StateLayout,
   stepOfStateIndex,
 } from '../../shared/verify/bisect.js';
 import { relativeDistance, stateDistance } from '../../shared/verify/distance.js';
@@ -65,6 +66,8 @@ export interface UnitContext {
   checkpointEvery: number;
   startWeights: WeightSet;
   tolerance: number;
+  /** The layout of every state of the unit (weights then optimizer slots); a revealed state of another is a fault. */
+  stateLayout?: StateLayout;
 }
 
 export interface SpotCheckResult {
@@ -88,8 +91,25 @@ export type DisputeOutcome = 'a-wins' | 'b-wins' | 'both-lose' | 'no-fault';
  */
 const SILENCE: ReadonlySet<PartyFault['code']> = new Set(['reveal-timeout', 'reveal-error']);
 
+/**
+ * settleAudit's `reexecute` reason when earlier attempts of the settlement failed with errors: the whole run then
+ * judges both deltas whether they match or not, and nothing a party reveals is used.
+ */
+export const SETTLE_ERRORS = 'settlement-errors';
+
+/** See settleAudit's mayRunWhole. */
+export type WholeRunGate = (accounts: string[]) => string | null;
+
+/** A whole-unit run had to wait for the coordinator's work budget: nothing was ruled, retry later. */
+export class WorkDeferred extends Error {}
+
+function gate(mayRunWhole: WholeRunGate | undefined, accounts: string[]): void {
+  const why = mayRunWhole?.(accounts);
+  if (why) throw new WorkDeferred(why);
+}
+
 /** The referee's run of the whole unit, shared by every judgement of one settlement (computed at most once). */
-type WholeRun = () => Promise<SegmentResult>;
+type WholeRun = (() => Promise<SegmentResult>) & { readonly started: boolean };
 
 export interface DisputeResolution {
   outcome: DisputeOutcome;
@@ -127,6 +147,8 @@ export interface AuditSettlement {
   reasons: Partial<Record<PartyId, string>>;
   refereeSteps: number;
   reveals: number;
+  /** Why a match was re-executed in full (settleAudit's `reexecute`), when it was. */
+  reexecuted?: string;
 }
 
 /** A record for the credits layer: this account forfeits its unvested credits because of this unit. */
@@ -249,6 +271,7 @@ export class VerificationEngine {
       tolerance: unit.tolerance,
       startWeights: unit.startWeights,
       revealTimeoutMs: this.revealTimeoutMs,
+      stateLayout: unit.stateLayout,
     };
   }
 
@@ -326,11 +349,14 @@ export class VerificationEngine {
     parties: Record<PartyId, DisputeParty>,
     unit: UnitContext,
     referee: Referee,
-    opts: { whole?: WholeRun; stop?: () => boolean } = {},
+    opts: { whole?: WholeRun; stop?: () => boolean; mayRunWhole?: WholeRunGate } = {},
   ): Promise<DisputeResolution> {
     const bis = await bisectDispute(parties, this.bisectContext(unit));
     if (bis.kind === 'forfeit' && bis.faults.some((f) => SILENCE.has(f.code)) && !opts.stop?.()) {
-      return this.judgeByWholeRun(parties, unit, opts.whole ?? wholeRunOf(referee, unit), bis.faults, bis.reveals);
+      const silent = bis.faults.filter((f) => SILENCE.has(f.code)).map((f) => parties[f.party].account);
+      const whole = opts.whole ?? wholeRunOf(referee, unit);
+      if (!whole.started) gate(opts.mayRunWhole, silent);
+      return this.judgeByWholeRun(parties, unit, whole, bis.faults, bis.reveals);
     }
     if (bis.kind === 'forfeit') {
       const losers = [...new Set(bis.faults.map((f) => f.party))];
@@ -448,6 +474,18 @@ export class VerificationEngine {
     referee: Referee;
     /** True once the caller is shutting down: a silent party is then not judged (no whole-unit run). */
     stop?: () => boolean;
+    /**
+     * Re-execute a match in full: the referee runs the whole unit and judges both deltas against it, instead of one
+     * spot-checked segment. A pair that copies one result (or fabricates one chain) matches itself; only the
+     * coordinator's own run can tell (drawn for a random share of matches and for every match of a watched pair).
+     */
+    reexecute?: string | null;
+    /**
+     * Asked before the referee runs the whole unit because of a silent party (the accounts named): a reason to wait
+     * (the coordinator's work budget for the job or the account is spent) or null. On a reason settleAudit throws
+     * WorkDeferred and rules nothing: the caller retries later.
+     */
+    mayRunWhole?: WholeRunGate;
   }): Promise<AuditSettlement> {
     const { a, b, unit, referee, stop } = input;
     const whole = wholeRunOf(referee, unit);
@@ -465,6 +503,7 @@ export class VerificationEngine {
       let r = await this.spotCheck(parties[id], unit, referee);
       if (!r.ok && r.fault && SILENCE.has(r.fault.code) && !stop?.()) {
         // Silent when asked for its states: judge its delta against the referee's whole run instead.
+        if (!whole.started) gate(input.mayRunWhole, [parties[id].account]);
         const run = await whole();
         const distance = deltaBindingDistance(run.state, unit.startWeights, parties[id].delta);
         const ok = distance <= unit.tolerance;
@@ -488,16 +527,44 @@ export class VerificationEngine {
       return r.ok;
     };
 
+    if (input.reexecute && (cmp.verdict === 'match' || input.reexecute === SETTLE_ERRORS)) {
+      settlement.reexecuted = input.reexecute;
+      const run = await whole();
+      settlement.refereeSteps += run.steps;
+      for (const id of ['a', 'b'] as const) {
+        const distance = deltaBindingDistance(run.state, unit.startWeights, parties[id].delta);
+        const ok = distance <= unit.tolerance;
+        settlement.spotChecks[id] = {
+          ok,
+          distance,
+          recomputed: { distance, steps: run.steps },
+          reason: ok
+            ? `${parties[id].account}: re-executed in full; the delta reproduces the referee's run of the whole unit`
+            : `${parties[id].account}: re-executed in full; the delta is ${distance.toExponential(2)} from the referee's run of the whole unit`,
+          refereeSteps: id === 'a' ? run.steps : 0,
+          reveals: 0,
+        };
+        if (!ok) {
+          settlement.verdicts[id] = 'invalid';
+          settlement.reasons[id] = `re-execution: ${settlement.spotChecks[id]?.reason}`;
+        }
+      }
+      return settlement;
+    }
     if (cmp.verdict === 'match') {
       if (!this.spotCheckOnMatch) return settlement;
       // Results agree; a colluding pair agrees too, so check one party's work directly. If it fails, the other
-      // party's matching result gets its own spot check rather than being condemned by association.
+      // party's matching result is not condemned by association: it gets its own spot check, or, when its bytes are
+      // the very bytes just proven wrong, the judgement of those bytes (twins).
       const first: PartyId = this.rng() < 0.5 ? 'a' : 'b';
-      if (!(await spot(first))) await spot(first === 'a' ? 'b' : 'a');
+      const other: PartyId = first === 'a' ? 'b' : 'a';
+      if (await spot(first)) return settlement;
+      if (cmp.how === 'identical') await this.judgeTwin(parties[other], other, unit, whole, settlement);
+      else await spot(other);
       return settlement;
     }
 
-    const d = await this.resolveDispute(parties, unit, referee, { whole, stop });
+    const d = await this.resolveDispute(parties, unit, referee, { whole, stop, mayRunWhole: input.mayRunWhole });
     settlement.dispute = d;
     settlement.refereeSteps += d.refereeSteps;
     settlement.reveals += d.reveals;
@@ -513,6 +580,42 @@ export class VerificationEngine {
       settlement.reasons[winner] = 'won a dispute; needs one more independent match';
     }
     return settlement;
+  }
+
+  /**
+   * Identical bytes share one verdict on the bytes. A fresh random segment of the twin would pass with probability
+   * 1 - 1/n even when the bytes are poisoned (a pair can poison different segments of two trajectories that end in
+   * the same delta), so the bytes themselves are judged: the referee's whole run of the unit (computed once per
+   * settlement). Bytes off that run convict the twin too; bytes on it clear the twin, whose partner stays convicted
+   * for the false states it revealed.
+   */
+  private async judgeTwin(
+    party: DisputeParty,
+    id: PartyId,
+    unit: UnitContext,
+    whole: WholeRun,
+    settlement: AuditSettlement,
+  ): Promise<void> {
+    const fresh = !whole.started;
+    const run = await whole();
+    const distance = deltaBindingDistance(run.state, unit.startWeights, party.delta);
+    const ok = distance <= unit.tolerance;
+    const steps = fresh ? run.steps : 0;
+    settlement.spotChecks[id] = {
+      ok,
+      recomputed: { distance, steps: run.steps },
+      distance,
+      reason: ok
+        ? `${party.account}: the same bytes as a result that failed its spot check, and they reproduce the referee's run of the whole unit`
+        : `${party.account}: the same bytes as a result that failed its spot check, ${distance.toExponential(2)} from the referee's run of the whole unit`,
+      refereeSteps: steps,
+      reveals: 0,
+    };
+    settlement.refereeSteps += steps;
+    if (!ok) {
+      settlement.verdicts[id] = 'invalid';
+      settlement.reasons[id] = `identical to a result proven wrong: ${settlement.spotChecks[id]?.reason}`;
+    }
   }
 
   /** Trust after a verdict ('reaudit' leaves it unchanged until the re-audit settles). */
@@ -543,8 +646,9 @@ export class VerificationEngine {
 /** The referee's run of the whole unit from its start weights, computed on first use and then remembered. */
 function wholeRunOf(referee: Referee, unit: UnitContext): WholeRun {
   let run: Promise<SegmentResult> | null = null;
-  return () => {
+  const get = () => {
     run ??= referee.recomputeSegment({ fromStep: 0, toStep: unit.steps, fromState: null });
     return run;
   };
+  return Object.defineProperty(get, 'started', { get: () => run !== null }) as WholeRun;
 }

@@ -2,6 +2,7 @@ import { randomUUID } from 'node:crypto';
 import type { RevealHeader, RevealRequestMsg, SettledMsg } from '../../shared/protocol/messages.js';
 import type { WeightSet } from '../../shared/train/types.js';
 import { decodeWeights } from '../../shared/train/weights-format.js';
+import { malformedReveal } from '../../shared/verify/bisect.js';
 
 /**
  * How verification reaches workers: ask for a committed checkpoint state, and tell a worker it may drop the states
@@ -294,14 +295,14 @@ export class RevealHub implements RevealTransport {
 
   private accept(p: Pending, header: { leaseId: string; index: number }, payload: Uint8Array): void {
     if (header.leaseId !== p.leaseId || header.index !== p.index) {
-      p.reject(new Error(`answered for lease ${header.leaseId} index ${header.index}, not the one asked`));
+      p.reject(malformedReveal(`answered for lease ${header.leaseId} index ${header.index}, not the one asked`));
       return;
     }
     let state: WeightSet;
     try {
       state = decodeWeights(payload);
     } catch (err) {
-      p.reject(new Error(`revealed state does not parse: ${(err as Error).message}`));
+      p.reject(malformedReveal(`revealed state does not parse: ${(err as Error).message}`));
       return;
     }
     this.answered++;

@@ -63,6 +63,7 @@ export function describeSettlement(s: AuditSettlement, parties: Record<PartyId, 
           reveals: s.dispute.reveals,
         }
       : null,
+    reexecuted: s.reexecuted ?? null,
     refereeSteps: s.refereeSteps,
     reveals: s.reveals,
   };

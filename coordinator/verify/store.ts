@@ -28,6 +28,38 @@ export async function getTrust(q: Queryable, account: string): Promise<TrustStat
   return toTrust(rows[0]);
 }
 
+/**
+ * An account's trust as public views show it (GET /api/v1/accounts/:address, the market). Acceptance is published
+ * only once it is final for everyone: a result of the running round of a running job is not counted yet, audited or
+ * not, so right after an ack nobody can tell from an account's trust whether the result was drawn for an audit (an
+ * unaudited result bumps trust at once, an audited one only at its settlement). Counts return when the round is
+ * aggregated or the job ends. No update time either (it would tell the same). Null until something is published.
+ */
+export async function publicTrust(q: Queryable, account: string): Promise<Record<string, unknown> | null> {
+  const { rows } = await q.query<TrustRow & { last_failure_at: number | string | null }>(
+    'SELECT consecutive_valid, total_valid, failures, last_failure_at FROM account_trust WHERE account = $1',
+    [account],
+  );
+  const row = rows[0];
+  if (!row) return null;
+  const unpublished = await q.query<{ n: number }>(
+    `SELECT count(*)::int AS n FROM results r JOIN jobs j ON j.id = r.job_id
+     WHERE r.account = $1 AND r.status IN ('accepted', 'confirmed') AND r.final_at IS NOT NULL
+       AND j.status = 'running' AND r.round = j.round`,
+    [account],
+  );
+  const hidden = Number(unpublished.rows[0]?.n ?? 0);
+  const t = toTrust(row);
+  const out = {
+    account,
+    consecutive_valid: Math.max(0, t.consecutiveValid - hidden),
+    total_valid: Math.max(0, t.totalValid - hidden),
+    failures: t.failures,
+    last_failure_at: row.last_failure_at === null ? null : Number(row.last_failure_at),
+  };
+  return out.total_valid === 0 && out.failures === 0 ? null : out;
+}
+
 /** Reads an account's trust and locks its row until the transaction ends (read-modify-write without lost updates). */
 export async function lockTrust(q: Queryable, account: string, now: number): Promise<TrustState> {
   await q.query('INSERT INTO account_trust (account, updated_at) VALUES ($1, $2) ON CONFLICT (account) DO NOTHING', [

@@ -35,6 +35,74 @@ export interface BisectContext {
   revealTimeoutMs: number;
   /** Canonical state hash; must be the function trainUnit uses for its checkpoints. */
   hashState?: (state: WeightSet) => string;
+  /**
+   * The layout every state of this unit has (the model's weights, then the optimizer's slots), as the coordinator
+   * derives it from the model and optimizer. A revealed state of any other layout is the revealer's proven fault.
+   * Without it, only the weights part (against startWeights) and each tensor's own consistency are checked.
+   */
+  stateLayout?: StateLayout;
+}
+
+/** Names and shapes of a full training state, in order. */
+export interface StateLayout {
+  names: string[];
+  shapes: number[][];
+}
+
+/**
+ * Why a party-supplied state cannot be compared with anything, or null when it is well formed: every tensor a
+ * Float32Array whose length is the product of its shape, the weights part laid out like startWeights, and (when the
+ * expected layout is known) exactly that layout. Checked at receipt, so that no comparison later throws on
+ * party-supplied data: a malformed state is its sender's fault, never an error to retry.
+ */
+export function stateLayoutProblem(state: WeightSet, startWeights: WeightSet, layout?: StateLayout): string | null {
+  if (!state || !Array.isArray(state.names) || !Array.isArray(state.shapes) || !Array.isArray(state.data)) {
+    return 'not a weight set';
+  }
+  const n = state.data.length;
+  if (state.names.length !== n || state.shapes.length !== n) {
+    return `${state.names.length} names, ${state.shapes.length} shapes for ${n} tensors`;
+  }
+  for (let t = 0; t < n; t++) {
+    const d = state.data[t];
+    const shape = state.shapes[t];
+    if (!(d instanceof Float32Array)) return `tensor ${t} is not float32`;
+    if (!Array.isArray(shape) || !shape.every((x) => Number.isSafeInteger(x) && x >= 0)) {
+      return `tensor ${t} has a bad shape`;
+    }
+    const size = shape.reduce((a, x) => a * x, 1);
+    if (d.length !== size) return `tensor ${t} has ${d.length} values for shape [${shape.join(',')}]`;
+  }
+  const w = startWeights.data.length;
+  if (n < w) return `${n} tensors, fewer than the model's ${w} weights`;
+  for (let t = 0; t < w; t++) {
+    if (state.data[t].length !== startWeights.data[t].length) {
+      return `tensor ${t} has ${state.data[t].length} values, the model's weight ${startWeights.data[t].length}`;
+    }
+  }
+  if (!layout) return null;
+  if (n !== layout.names.length) return `${n} tensors, ${layout.names.length} expected`;
+  for (let t = 0; t < n; t++) {
+    if (state.names[t] !== layout.names[t]) return `tensor ${t} is "${state.names[t]}", "${layout.names[t]}" expected`;
+    const got = state.shapes[t];
+    const want = layout.shapes[t];
+    if (got.length !== want.length || got.some((x, i) => x !== want[i])) {
+      return `tensor ${t} has shape [${got.join(',')}], [${want.join(',')}] expected`;
+    }
+  }
+  return null;
+}
+
+/**
+ * A transport marks a reveal it could not take as a state (bytes that do not parse, an answer to another request)
+ * with `malformed`: like a malformed state, it is the revealer's proven fault, not silence.
+ */
+export interface MalformedRevealError extends Error {
+  malformed: true;
+}
+
+export function malformedReveal(message: string): MalformedRevealError {
+  return Object.assign(new Error(message), { malformed: true as const });
 }
 
 export interface PartyFault {
@@ -140,8 +208,20 @@ export class RevealCache {
       state = await withDeadline(p.reveal(index), this.ctx.revealTimeoutMs, `reveal of checkpoint ${index}`);
     } catch (err) {
       const msg = (err as Error).message ?? String(err);
-      const code = /no answer within/.test(msg) ? 'reveal-timeout' : 'reveal-error';
+      const code = (err as Partial<MalformedRevealError>).malformed
+        ? 'reveal-bad-shape'
+        : /no answer within/.test(msg)
+          ? 'reveal-timeout'
+          : 'reveal-error';
       throw new FaultError({ party, code, reason: `${p.account}: ${msg}` });
+    }
+    const problem = stateLayoutProblem(state, this.ctx.startWeights, this.ctx.stateLayout);
+    if (problem) {
+      throw new FaultError({
+        party,
+        code: 'reveal-bad-shape',
+        reason: `${p.account}: state ${index} is malformed (${problem})`,
+      });
     }
     let hash: string;
     try {

@@ -56,6 +56,9 @@ export async function startTestCoordinator(
   });
   const tc = c as TestCoordinator;
   tc.dataDir = c.config.dataDir;
+  // Random full re-executions of matches would make referee step counts vary between runs; tests that exercise them
+  // turn them on (test/verify-integration-hostile.test.ts).
+  c.scheduler.verification.configure({ reexecuteProbability: 0 });
   // A funded requester with a key, made directly (tests of sign-in itself go through the HTTP routes).
   const id = testIdentity('requester');
   const apiKey = (await c.accounts.createApiKey(id.address, 'test requester')).key;
