@@ -13,8 +13,8 @@
  * the job completes; its accuracy is within 1 point of the clean run; the honest worker has 0 forfeits and 0 trust
  * failures; every attacker's net credit <= 0.
  *
- * Net credit = credit earned (pending + vested in the ledger, GET /api/v1/accounts/:address) minus fair pay, the
- * honest worker's credit per credited unit times the attacker's credited units it really trained (a replay's first unit, the price
+ * Net credit = credit earned (pending + vested in the ledger, GET /api/v1/accounts/:address) minus fair pay: for each
+ * credited unit the attacker really trained, the honest worker's credit per unit (or the unit's credit if lower) (a replay's first unit, the price
  * switcher's and the expired-lease capturer's units, …): what it got beyond what honest work earns.
  */
 import { mkdirSync, writeFileSync } from 'node:fs';
@@ -357,7 +357,8 @@ async function attackers(c: TestCoordinator, honest: string): Promise<Agent[]> {
       // Holds the unit past its deadline (it is reissued meanwhile), then submits real work for the expired lease.
       await sleep(Math.max(0, l.deadline - Date.now()) + 1_500);
       note(s, 'late submissions');
-      return honestRun(u, l);
+      // Real work, but for a lease that is no longer its own: nothing it is owed (fair pay 0).
+      return { ...(await honestRun(u, l)), honest: false };
     }),
   );
   {
@@ -435,29 +436,74 @@ async function attackers(c: TestCoordinator, honest: string): Promise<Agent[]> {
     });
   }
   {
-    // A trains honestly and shares every result; B submits A's result whenever it holds the same unit (an audit).
+    // A trains honestly and shares every result; B asks for work only right after A submitted (when the audit copy
+    // of A's unit is on offer) and submits A's result whenever it holds the same unit; other units it trains honestly.
     const shared = new Map<string, Made>();
     const copied = new Set<string>();
     const key = (l: LeaseMsg) => `${l.unit.weightsHash}:${l.unit.dataSeed}`;
+    let aSubmitted = 0;
     const a = await simple(c, 'copy-a', async (u, l) => {
       const m = await honestRun(u, l);
       shared.set(key(l), m);
+      aSubmitted++;
       return m;
     });
-    const b = await simple(c, 'copy-b', async (u, l, _n, _w, s) => {
-      for (let i = 0; i < 20 && !shared.has(key(l)); i++) await sleep(150);
-      const m = shared.get(key(l));
-      if (m) {
-        note(s, 'copied');
-        copied.add(l.leaseId);
-        return { ...relabel(m, l), honest: false };
-      }
-      return honestRun(u, l);
-    });
+    const bId = testIdentity(`adv-copy-b-${SEED}`);
+    const bw = await signedWorker(url, bId);
+    const bs = newStats();
+    const b: Agent = {
+      kind: 'copy-b',
+      accounts: [bId.address],
+      stats: bs,
+      run: async (stop) => {
+        let seen = 0;
+        while (!stop() && bw.ws.readyState === bw.ws.OPEN) {
+          if (aSubmitted === seen) {
+            await sleep(50);
+            continue;
+          }
+          seen = aSubmitted;
+          const l = await bw.tryLease(2_000).catch(() => null);
+          if (!l) continue;
+          const m = shared.get(key(l));
+          if (m) {
+            note(bs, 'copied');
+            copied.add(l.leaseId);
+            await submit(bw, bs, { ...relabel(m, l), honest: false });
+          } else await submit(bw, bs, await honestRun(url, l));
+        }
+      },
+      close: () => bw.close(),
+    };
     const p = pair('copying partner', a, b);
     (p as Agent & { copied?: Set<string>; partner?: Agent }).copied = copied;
     (p as Agent & { copied?: Set<string>; partner?: Agent }).partner = a;
     agents.push(p);
+  }
+  {
+    // Offers the lowest price (ranked first for every unit on offer), takes a lease and hands it straight back, again
+    // and again: does the unit ever reach anyone else?
+    const id = testIdentity(`adv-release-churn-${SEED}`);
+    await postOffer(url, id, 0.0001);
+    const w = await signedWorker(url, id);
+    const s = newStats();
+    agents.push({
+      kind: 'release churn',
+      accounts: [id.address],
+      stats: s,
+      run: async (stop) => {
+        while (!stop() && w.ws.readyState === w.ws.OPEN) {
+          const l = await w.tryLease(2_000).catch(() => null);
+          if (!l) {
+            await sleep(100);
+            continue;
+          }
+          w.send({ type: 'release', leaseId: l.leaseId });
+          note(s, 'released');
+        }
+      },
+      close: () => w.close(),
+    });
   }
   agents.push(
     await simple(
@@ -595,7 +641,15 @@ interface RunResult {
   honest: { address: string; units: number; earned: number; forfeits: number; trustFailures: number };
   honestUnitPrice: number;
   rows: Row[];
-  copying?: { copiesAccepted: number; aUnits: number; fleetSeen: number; shareMeasured: number; shareAt100: number };
+  copying?: {
+    copiesSubmitted: number;
+    copiesPaid: number;
+    aUnits: number;
+    pairUnits: number;
+    shareMeasured: number;
+    shareAt100New: number;
+    shareAt100Trusted: number;
+  };
 }
 
 async function earnedOf(url: string, address: string): Promise<number> {
@@ -659,16 +713,18 @@ async function run(store: StoreKind, adversarial: boolean): Promise<RunResult> {
   // Results that were credited (whatever became of them later): what fair pay is counted on.
   const credited = async (accounts: string[]) =>
     (
-      await c.db.query<{ lease_id: string }>(
-        `SELECT r.lease_id FROM ledger_credits k JOIN results r ON r.id = k.result_id
+      await c.db.query<{ lease_id: string; amount: number }>(
+        `SELECT r.lease_id, k.amount FROM ledger_credits k JOIN results r ON r.id = k.result_id
          WHERE k.job_id = $1 AND k.worker = ANY($2)`,
         [job.id, accounts],
       )
     ).rows;
   const honestAccepted = await accepted([honestId.address]);
   const honestEarned = await earnedOf(c.url, honestId.address);
-  const honestPaid = (await credited([honestId.address])).length;
-  const honestUnitPrice = honestPaid > 0 ? honestEarned / honestPaid : 0;
+  // The honest worker's credit per unit, forfeited ones included (what one unit of honest work is priced at).
+  const honestPaid = await credited([honestId.address]);
+  const honestUnitPrice =
+    honestPaid.length > 0 ? honestPaid.reduce((x, r) => x + Number(r.amount), 0) / honestPaid.length : 0;
   const forfeits = await c.db.query<{ n: number }>(
     `SELECT count(*)::int AS n FROM ledger_credits WHERE worker = $1 AND status = 'forfeited'`,
     [honestId.address],
@@ -682,7 +738,10 @@ async function run(store: StoreKind, adversarial: boolean): Promise<RunResult> {
     const acc = await accepted(a.accounts);
     const earned = (await Promise.all(a.accounts.map((x) => earnedOf(c.url, x)))).reduce((x, y) => x + y, 0);
     const paid = await credited(a.accounts);
-    const fairPay = paid.filter((r) => a.stats.honestLeases.has(r.lease_id)).length * honestUnitPrice;
+    // A unit it really trained is fair at the honest worker's rate, or at less if it was paid less (a low offer).
+    const fairPay = paid
+      .filter((r) => a.stats.honestLeases.has(r.lease_id))
+      .reduce((sum, r) => sum + Math.min(Number(r.amount), honestUnitPrice), 0);
     const forfeited = await c.db.query<{ n: number }>(
       `SELECT coalesce(sum(amount), 0)::bigint AS n FROM ledger_credits WHERE worker = ANY($1) AND status = 'forfeited'`,
       [a.accounts],
@@ -701,16 +760,23 @@ async function run(store: StoreKind, adversarial: boolean): Promise<RunResult> {
     });
     const extra = a as Agent & { copied?: Set<string>; partner?: Agent };
     if (extra.copied && extra.partner) {
-      // Model: B gets a free unit when it is drawn to audit one of A's units. Measured here with `fleetSeen`
-      // workers online; with FLEET online the auditor is B with probability 1/(FLEET-1) instead of 1/(fleetSeen-1).
-      const copiesAccepted = acc.filter((r) => extra.copied!.has(r.lease_id)).length;
-      const aUnits = (await accepted(extra.partner.accounts)).length;
-      const fleetSeen = 2 + agents.length;
-      const pairUnits = acc.length;
-      const shareMeasured = pairUnits > 0 ? copiesAccepted / pairUnits : 0;
-      const perAUnit = aUnits > 0 ? copiesAccepted / aUnits : 0;
-      const at100 = (perAUnit * (fleetSeen - 1)) / (FLEET - 1);
-      copying = { copiesAccepted, aUnits, fleetSeen, shareMeasured, shareAt100: at100 / (1 + at100) };
+      // B's free credit: its copies of A's results that were credited, as a share of the pair's credited units here
+      // (B asks for work right after A submits, when A's audit copy is on offer). Modelled for FLEET workers online with
+      // the auditor drawn at random among the others: a unit of A gets a copy from B with probability
+      // p_audit / (FLEET - 1), accepted at the rate measured here; the free share of the pair is f / (1 + f).
+      const copiesPaid = paid.filter((r) => extra.copied!.has(r.lease_id)).length;
+      const aUnits = (await credited(extra.partner.accounts)).length;
+      const acceptRate = extra.copied.size > 0 ? copiesPaid / extra.copied.size : 0;
+      const f = (p: number) => (p * acceptRate) / (FLEET - 1);
+      copying = {
+        copiesSubmitted: extra.copied.size,
+        copiesPaid,
+        aUnits,
+        pairUnits: paid.length,
+        shareMeasured: paid.length > 0 ? copiesPaid / paid.length : 0,
+        shareAt100New: f(1) / (1 + f(1)),
+        shareAt100Trusted: f(0.1) / (1 + f(0.1)),
+      };
     }
   }
   view = await getJob(c.url, job.id);
@@ -792,14 +858,15 @@ for (const store of STORES) {
     `  attack: ${attack.status}, accuracy ${(100 * attack.accuracy).toFixed(2)}%, ${attack.seconds.toFixed(0)} s; honest: ${attack.honest.units} units, earned ${attack.honest.earned} micro-credits (${attack.honestUnitPrice.toFixed(1)}/unit), forfeits ${attack.honest.forfeits}, trust failures ${attack.honest.trustFailures}`,
   );
   console.log(
-    '  credits in micro-credits; net = earned - fair pay (honest unit price x accepted units it really trained)',
+    '  credits in micro-credits; net = earned - fair pay (honest credit per unit, or less, for each credited unit it really trained)',
   );
   console.log(table(attack).replace(/^/gm, '  '));
   if (attack.stall) console.log(`  stalled: ${attack.stall}`);
   if (attack.copying) {
     const k = attack.copying;
+    const pct = (x: number) => `${(100 * x).toFixed(2)}%`;
     console.log(
-      `  copying partner: ${k.copiesAccepted} copied units accepted against ${k.aUnits} units of its partner with ${k.fleetSeen} workers online (${(100 * k.shareMeasured).toFixed(1)}% of the pair's units free); modelled with ${FLEET} online: ${(100 * k.shareAt100).toFixed(2)}% of the pair's earnings`,
+      `  copying partner: ${k.copiesPaid} of ${k.copiesSubmitted} copies credited; ${pct(k.shareMeasured)} of the pair's ${k.pairUnits} credited units free here (asks for work right after its partner submits); modelled with ${FLEET} online and random auditors: ${pct(k.shareAt100New)} (new accounts, p_audit 1), ${pct(k.shareAt100Trusted)} (trusted, p_audit 0.1)`,
     );
   }
   const f = (s: string) => failures.push(`${store}: ${s}`);

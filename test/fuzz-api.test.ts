@@ -615,9 +615,9 @@ describe('fuzzing the REST API and the worker WebSocket', () => {
     console.log(report);
     if (coord.exited) console.log(`coordinator output:\n${coord.output.join('').slice(-5000)}`);
 
-    expect(rest.length + frames, 'at least 10,000 requests and frames').toBeGreaterThanOrEqual(
-      REST_CASES + WS_CASES >= 7900 ? 10_000 : 0,
-    );
+    // At the default sizes the run must reach 10,000 requests and frames (FUZZ_REST / FUZZ_WS shrink it for a try).
+    const defaultSize = process.env.FUZZ_REST === undefined && process.env.FUZZ_WS === undefined;
+    if (defaultSize) expect(rest.length + frames, 'requests and frames sent').toBeGreaterThanOrEqual(10_000);
     expect.soft(coord.exited, 'the coordinator process crashed').toBeNull();
     expect.soft(finalHealth.status, 'health after fuzzing').toBe(200);
     expect.soft(fiveXx.length, `5xx responses:\n${grouped(fiveXx)}`).toBe(0);
