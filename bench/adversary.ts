@@ -62,7 +62,7 @@ const WITHOUT = new Set(
 const QUICK = values.quick === true;
 const SEED = Number(values.seed);
 const STORES: StoreKind[] = values.store === 'both' ? ['pglite', 'postgres'] : [values.store as StoreKind];
-const ROUNDS = QUICK ? 2 : 3;
+const ROUNDS = QUICK ? 2 : 4;
 /** Enough units that every attacker gets some while the honest worker still does its share. */
 const UNITS_PER_ROUND = 12;
 const STEPS = 8;
@@ -449,6 +449,9 @@ async function attackers(c: TestCoordinator, honest: string): Promise<Agent[]> {
       return m;
     });
     const bId = testIdentity(`adv-copy-b-${SEED}`);
+    // The lowest offer of all ranks B first for the audit copy it asks for (its credit per unit is then tiny, so its
+    // free share is counted in units, at equal price, below).
+    await postOffer(url, bId, 0.001);
     const bw = await signedWorker(url, bId);
     const bs = newStats();
     const b: Agent = {
@@ -761,7 +764,7 @@ async function run(store: StoreKind, adversarial: boolean): Promise<RunResult> {
     const extra = a as Agent & { copied?: Set<string>; partner?: Agent };
     if (extra.copied && extra.partner) {
       // B's free credit: its copies of A's results that were credited, as a share of the pair's credited units here
-      // (B asks for work right after A submits, when A's audit copy is on offer). Modelled for FLEET workers online with
+      // (B asks for work right after A submits, when A's audit copy is on offer, and is ranked first by its offer). Modelled for FLEET workers online with
       // the auditor drawn at random among the others: a unit of A gets a copy from B with probability
       // p_audit / (FLEET - 1), accepted at the rate measured here; the free share of the pair is f / (1 + f).
       const copiesPaid = paid.filter((r) => extra.copied!.has(r.lease_id)).length;
@@ -866,7 +869,7 @@ for (const store of STORES) {
     const k = attack.copying;
     const pct = (x: number) => `${(100 * x).toFixed(2)}%`;
     console.log(
-      `  copying partner: ${k.copiesPaid} of ${k.copiesSubmitted} copies credited; ${pct(k.shareMeasured)} of the pair's ${k.pairUnits} credited units free here (asks for work right after its partner submits); modelled with ${FLEET} online and random auditors: ${pct(k.shareAt100New)} (new accounts, p_audit 1), ${pct(k.shareAt100Trusted)} (trusted, p_audit 0.1)`,
+      `  copying partner: ${k.copiesPaid} of ${k.copiesSubmitted} copies credited; ${pct(k.shareMeasured)} of the pair's ${k.pairUnits} credited units free here (asks for work right after its partner submits, lowest offer); modelled with ${FLEET} online and random auditors: ${pct(k.shareAt100New)} (new accounts, p_audit 1), ${pct(k.shareAt100Trusted)} (trusted, p_audit 0.1)`,
     );
   }
   const f = (s: string) => failures.push(`${store}: ${s}`);
@@ -874,7 +877,7 @@ for (const store of STORES) {
   if (!clean.completed) f(`clean job did not complete (${clean.status})`);
   if (Math.abs(attack.accuracy - clean.accuracy) > 0.01)
     f(`accuracy ${(100 * attack.accuracy).toFixed(2)}% vs clean ${(100 * clean.accuracy).toFixed(2)}%`);
-  if (attack.honest.forfeits > 0) f(`honest worker forfeited ${attack.honest.forfeits} credits`);
+  if (attack.honest.forfeits > 0) f(`honest worker lost ${attack.honest.forfeits} credited units to forfeits`);
   if (attack.honest.trustFailures > 0) f(`honest worker has ${attack.honest.trustFailures} trust failures`);
   for (const r of attack.rows) if (r.net > 0) f(`${r.attacker} net credit ${Math.round(r.net)} > 0`);
 }
