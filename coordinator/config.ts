@@ -85,7 +85,7 @@ export function configFromEnv(env: NodeJS.ProcessEnv = process.env): Coordinator
     payoutContract: env.PAYOUT_CONTRACT || undefined,
     defaultPricePerTflop: numberEnv(env.DEFAULT_PRICE_PER_TFLOP, 1),
     defaultMaxPricePerTflop: numberEnv(
-      env.DEFAULT_MAX_PRICE_PER_TFLOP,
+      env.JOB_MAX_PRICE_PER_TFLOP,
       DEFAULT_MAX_PRICE_MULTIPLE * numberEnv(env.DEFAULT_PRICE_PER_TFLOP, 1),
     ),
     challengeWindowMs: intEnv(env.CHALLENGE_WINDOW_MS, 24 * 3_600_000),

@@ -177,8 +177,8 @@ describe('claimed numbers and one job failing (finding #6)', () => {
 
     // Both jobs complete: the huge claims were never summed, and the other job's self-audit ran.
     const unit = 24 * 32;
-    await waitFor('the huge-claims job', async () => (await getJob(c!.url, huge.id)).status === 'completed', 120_000);
     await waitFor('the other job', async () => (await getJob(c!.url, other.id)).status === 'completed', 120_000);
+    await waitFor('the huge-claims job', async () => (await getJob(c!.url, huge.id)).status === 'completed', 120_000);
     expect((await getJob(c.url, huge.id)).metrics).toMatchObject([{ round: 1, examples: 2 * unit, units: 2 }]);
     expect((await getJob(c.url, other.id)).metrics).toMatchObject([{ round: 1, examples: unit, units: 1 }]);
     const stored = await c.db.query<{ examples: number; flops: number }>(
