@@ -214,3 +214,42 @@ describe('the escrow is reserved for everything a job may still owe (finding #14
     expect(all).toMatchObject([{ worker: testIdentity('tight-primary').address, price: 117, state: 'credited' }]);
   }, 120_000);
 });
+
+describe('leases one connection and one account may hold (finding #19)', () => {
+  it('a connection asking for every unit gets its share, the honest worker gets the rest, and expiring costs leases', async () => {
+    c = await startTestCoordinator(testStore('pglite'));
+    const job = await postJob(c.url, oneRound({ name: 'hoarded', unitsPerRound: 4, unitDeadlineMs: 5_000 }));
+    const activeOf = async (account: string) =>
+      Number(
+        (
+          await c!.db.query<{ n: number }>(
+            `SELECT count(*) AS n FROM leases WHERE job_id = $1 AND account = $2 AND status = 'active'`,
+            [job.id, account],
+          )
+        ).rows[0].n,
+      );
+    const hoarder = testIdentity('hoarder');
+    const h = await worker(c, hoarder);
+    const got: (LeaseMsg | null)[] = [];
+    for (let i = 0; i < 8; i++) got.push(await h.tryLease());
+    const first = got.filter((l) => l !== null);
+    // An unknown account holds two units at most, whatever it asks; a second connection of it gets none.
+    expect(first).toHaveLength(2);
+    const h2 = await worker(c, hoarder);
+    expect(await h2.tryLease()).toBeNull();
+    expect(await activeOf(hoarder.address)).toBe(2);
+
+    // The honest worker gets work at once.
+    const honest = await worker(c, 'hoard-honest');
+    expect(await honest.tryLease()).not.toBeNull();
+
+    // The hoarder sits on its units until they expire: it has proven it lets leases lapse, so it gets one at a time.
+    for (const l of first) {
+      await waitFor('the hoarded lease to expire', async () => (await leaseRow(c!, l!.leaseId)).status === 'expired');
+    }
+    const again: (LeaseMsg | null)[] = [];
+    for (let i = 0; i < 8; i++) again.push(await h.tryLease());
+    expect(again.filter((l) => l !== null)).toHaveLength(1);
+    expect(await activeOf(hoarder.address)).toBe(1);
+  }, 120_000);
+});

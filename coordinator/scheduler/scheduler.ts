@@ -16,6 +16,7 @@ import type { DatasetRepo } from '../store/datasets.js';
 import type { Db, Queryable } from '../store/db.js';
 import { AuditCoordinator, type ResultRoute, verifyOptionsFromEnv } from '../verify/audit-coordinator.js';
 import { checkpointEvery, getJobRow, type JobRow, newJobId } from './job-repo.js';
+import { leaseHistory, mayLeaseMore } from './lease-limits.js';
 import { WeightCache } from './round-weights.js';
 
 /** Who is asking: a connected worker and the account it proved. */
@@ -245,6 +246,8 @@ export class Scheduler extends EventEmitter {
     const extra = (await this.hooks.leaseCondition?.(who, 2)) ?? null;
     const audit = this.verification.leaseCondition(who, 2 + (extra?.params.length ?? 0));
     const out = await this.db.tx(async (q) => {
+      // A connection or account already holding its share of leases gets none (hoarding stalls jobs).
+      if (!mayLeaseMore(await leaseHistory(q, who.account, who.workerId, now))) return null;
       const { rows } = await q.query<{
         job_id: string;
         round: number;
