@@ -253,3 +253,52 @@ describe('leases one connection and one account may hold (finding #19)', () => {
     expect(await activeOf(hoarder.address)).toBe(1);
   }, 120_000);
 });
+
+describe("one account's share of a round (finding #22)", () => {
+  it('a trusted account gets at most its share of a round while others are online, and all of it when alone', async () => {
+    c = await startTestCoordinator(testStore('pglite'));
+    // Trusted accounts are never drawn for an audit here: what the turncoat submits goes straight into the round.
+    c.scheduler.verification.configure({ selfAuditAfterMs: null, rng: () => 0.99 });
+    const job = await postJob(c.url, oneRound({ name: 'shared-round', unitsPerRound: 4 }));
+    const t = await worker(c, 'share-turncoat');
+    const h1 = await worker(c, 'share-h1');
+    const h2 = await worker(c, 'share-h2');
+    await c.db.query(
+      `INSERT INTO account_trust (account, consecutive_valid, total_valid, failures, updated_at)
+       VALUES ($1, 100, 100, 0, $2)`,
+      [t.account, Date.now()],
+    );
+    const mine = async (status: string) =>
+      Number(
+        (
+          await c!.db.query<{ n: number }>(
+            'SELECT count(*) AS n FROM results WHERE job_id = $1 AND account = $2 AND status = $3',
+            [job.id, t.account, status],
+          )
+        ).rows[0].n,
+      );
+
+    // Three accounts online, four units: an even split is 2, so the turncoat gets 2 and then nothing.
+    const leases = [await t.lease(), await t.lease()];
+    for (const l of leases) {
+      const { out } = await t.train(l);
+      expect((await t.submitRun(l, out)).type).toBe('ack');
+    }
+    expect(await mine('accepted')).toBe(2);
+    expect(await t.tryLease()).toBeNull();
+    // The rest of the round goes to the others.
+    expect(await h1.tryLease()).not.toBeNull();
+
+    // Alone online, a worker may take the whole round (a lone volunteer still finishes a job).
+    h1.close();
+    h2.close();
+    await waitFor('the others to be gone', async () => {
+      const r = await c!.db.query<{ n: number }>(
+        'SELECT count(*) AS n FROM workers WHERE disconnected_at IS NULL AND account <> $1',
+        [t.account],
+      );
+      return Number(r.rows[0].n) === 0;
+    });
+    expect(await t.tryLease()).not.toBeNull();
+  }, 120_000);
+});

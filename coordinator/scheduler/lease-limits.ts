@@ -61,3 +61,35 @@ export async function leaseHistory(
     expired: Number(r?.expired ?? 0),
   };
 }
+
+/**
+ * The most of one round's units one account may hold (active primary leases) or have in (accepted results) at once,
+ * as a share of the round (issue 9 #22: a trusted account turning cheater must not fill a round before its first audit
+ * settles). An account always gets max(1, ceil(ROUND_SHARE x unitsPerRound)) and never less than an even split
+ * between the accounts online, so a lone worker (or two) still finishes every round. Audit copies are not counted:
+ * they put nothing unchecked into the round.
+ */
+export const ROUND_SHARE = 0.25;
+/** A worker whose heartbeat is older than this is not counted online. */
+export const ONLINE_WINDOW_MS = 30_000;
+
+/** Accounts with a connected worker (any replica), the asking one included. */
+export async function accountsOnline(q: Queryable, now: number): Promise<number> {
+  const { rows } = await q.query<{ n: number }>(
+    'SELECT count(DISTINCT account) AS n FROM workers WHERE disconnected_at IS NULL AND last_seen >= $1',
+    [now - ONLINE_WINDOW_MS],
+  );
+  return Math.max(1, Number(rows[0]?.n ?? 1));
+}
+
+/** SQL condition on candidate unit `u` of job `j`: the account (`accountParam`) is under its share of the round. */
+export function roundShareSql(accountParam: string, online: number): string {
+  const units = `(j.spec->>'unitsPerRound')::int`;
+  const cap = `GREATEST(1, ceil(${ROUND_SHARE} * ${units}), ceil(${units}::numeric / ${Math.max(1, Math.trunc(online))}))`;
+  return `(u.audit_of IS NOT NULL OR
+    (SELECT count(*) FROM leases l WHERE l.job_id = u.job_id AND l.round = u.round AND l.account = ${accountParam}
+       AND l.status = 'active' AND l.role = 'primary')
+    + (SELECT count(*) FROM results r WHERE r.job_id = u.job_id AND r.round = u.round AND r.account = ${accountParam}
+       AND r.status = 'accepted' AND r.role = 'primary')
+    < ${cap})`;
+}
