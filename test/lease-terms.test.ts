@@ -1,6 +1,7 @@
 import * as tf from '@tensorflow/tfjs';
 import '@tensorflow/tfjs-backend-wasm';
 import { afterEach, beforeAll, describe, expect, it } from 'vitest';
+import type { JobRow } from '../coordinator/scheduler/job-repo.js';
 import type { LeaseMsg } from '../shared/protocol/messages.js';
 import { encodeWeights } from '../shared/train/weights-format.js';
 import {
@@ -189,6 +190,37 @@ describe('claimed numbers and one job failing (finding #6)', () => {
     // 6 x 25,450 parameters x 768 examples: the coordinator's estimate, the one credits price.
     expect(stored.rows.map((r) => Number(r.flops))).toEqual([117_273_600, 117_273_600]);
   }, 240_000);
+});
+
+describe('one job failing stops no other job (finding #6)', () => {
+  it("a round whose aggregation keeps failing does not stop another job's self-audit and completion", async () => {
+    c = await startTestCoordinator(testStore('pglite'));
+    c.scheduler.verification.configure({ selfAuditAfterMs: 1_000 });
+    const broken = await postJob(c.url, oneRound({ name: 'broken-round' }));
+    const other = await postJob(c.url, oneRound({ name: 'other-round' }));
+    // Whatever makes one job's aggregation throw (here: an injected fault), it throws on every sweep.
+    const s = c.scheduler as unknown as { completeRound(job: JobRow): Promise<void> };
+    const completeRound = s.completeRound.bind(s);
+    s.completeRound = async (job) => {
+      if (job.id === broken.id) throw new Error('injected aggregation fault');
+      return completeRound(job);
+    };
+    // The broken job's unit is held first, so its self-audit (and failing aggregation) comes first.
+    const w = await worker(c, 'isolation-a');
+    const lb = await w.lease();
+    const lo = await w.lease();
+    for (const l of [lb, lo]) {
+      const { out } = await w.train(l);
+      expect((await w.submitRun(l, out)).type).toBe('ack');
+    }
+    await waitFor(
+      'the broken unit to be accepted',
+      async () => (await unitRow(c!, broken.id)).status === 'done',
+      60_000,
+    );
+    await waitFor('the other job', async () => (await getJob(c!.url, other.id)).status === 'completed', 60_000);
+    expect((await getJob(c.url, broken.id)).status).toBe('running');
+  }, 120_000);
 });
 
 describe('the escrow is reserved for everything a job may still owe (finding #14)', () => {
