@@ -310,7 +310,16 @@ describe("one account's share of a round (finding #22)", () => {
         ).rows[0].n,
       );
 
-    // Three accounts online, four units: an even split is 2, so the turncoat gets 2 and then nothing.
+    // The honest workers have worked on the job (here: took a unit and gave it back).
+    for (const h of [h1, h2]) {
+      const l = await h.lease();
+      h.send({ type: 'release', leaseId: l.leaseId });
+      await waitFor('the release', async () => (await leaseRow(c!, l.leaseId)).status === 'released');
+    }
+    // An idle connection of an account that never works on the job does not shrink anyone's share.
+    await worker(c, 'share-idle');
+
+    // Three of the job's workers online, four units: an even split is 2, so the turncoat gets 2 and then nothing.
     const leases = [await t.lease(), await t.lease()];
     for (const l of leases) {
       const { out } = await t.train(l);
@@ -321,13 +330,13 @@ describe("one account's share of a round (finding #22)", () => {
     // The rest of the round goes to the others.
     expect(await h1.tryLease()).not.toBeNull();
 
-    // Alone online, a worker may take the whole round (a lone volunteer still finishes a job).
+    // The only one of the job's workers online, it may take the whole round (a lone volunteer finishes a job).
     h1.close();
     h2.close();
     await waitFor('the others to be gone', async () => {
       const r = await c!.db.query<{ n: number }>(
-        'SELECT count(*) AS n FROM workers WHERE disconnected_at IS NULL AND account <> $1',
-        [t.account],
+        'SELECT count(*) AS n FROM workers WHERE disconnected_at IS NULL AND account IN ($1, $2)',
+        [h1.account, h2.account],
       );
       return Number(r.rows[0].n) === 0;
     });

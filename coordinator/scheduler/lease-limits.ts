@@ -66,26 +66,27 @@ export async function leaseHistory(
  * The most of one round's units one account may hold (active primary leases) or have in (accepted results) at once,
  * as a share of the round (issue 9 #22: a trusted account turning cheater must not fill a round before its first audit
  * settles). An account always gets max(1, ceil(ROUND_SHARE x unitsPerRound)) and never less than an even split
- * between the accounts online, so a lone worker (or two) still finishes every round. Audit copies are not counted:
- * they put nothing unchecked into the round.
+ * between the job's workers: the accounts online that took a lease of this job in the last PARTICIPANT_WINDOW_MS, and
+ * the asker. Connected accounts that never work on the job do not count, so idle (or sybil) connections cannot shrink
+ * anyone's share, and a lone worker still takes every unit. Audit copies are not counted: they put nothing unchecked
+ * into the round.
  */
 export const ROUND_SHARE = 0.25;
-/** A worker whose heartbeat is older than this is not counted online. */
+/** A worker whose heartbeat is older than this is not online. */
 export const ONLINE_WINDOW_MS = 30_000;
-
-/** Accounts with a connected worker (any replica), the asking one included. */
-export async function accountsOnline(q: Queryable, now: number): Promise<number> {
-  const { rows } = await q.query<{ n: number }>(
-    'SELECT count(DISTINCT account) AS n FROM workers WHERE disconnected_at IS NULL AND last_seen >= $1',
-    [now - ONLINE_WINDOW_MS],
-  );
-  return Math.max(1, Number(rows[0]?.n ?? 1));
-}
+/** An account counts as one of a job's workers for this long after it last took a lease of the job. */
+export const PARTICIPANT_WINDOW_MS = 600_000;
 
 /** SQL condition on candidate unit `u` of job `j`: the account (`accountParam`) is under its share of the round. */
-export function roundShareSql(accountParam: string, online: number): string {
+export function roundShareSql(accountParam: string, now: number): string {
   const units = `(j.spec->>'unitsPerRound')::int`;
-  const cap = `GREATEST(1, ceil(${ROUND_SHARE} * ${units}), ceil(${units}::numeric / ${Math.max(1, Math.trunc(online))}))`;
+  const workers = `(SELECT count(DISTINCT p.a) FROM (
+      SELECT ${accountParam}::text AS a
+      UNION SELECT l.account FROM leases l
+        WHERE l.job_id = u.job_id AND l.created_at >= ${Math.trunc(now - PARTICIPANT_WINDOW_MS)}
+          AND EXISTS (SELECT 1 FROM workers w WHERE w.account = l.account AND w.disconnected_at IS NULL
+                        AND w.last_seen >= ${Math.trunc(now - ONLINE_WINDOW_MS)})) p)`;
+  const cap = `GREATEST(1, ceil(${ROUND_SHARE} * ${units}), ceil(${units}::numeric / ${workers}))`;
   return `(u.audit_of IS NOT NULL OR
     (SELECT count(*) FROM leases l WHERE l.job_id = u.job_id AND l.round = u.round AND l.account = ${accountParam}
        AND l.status = 'active' AND l.role = 'primary')

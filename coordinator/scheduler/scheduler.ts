@@ -16,7 +16,7 @@ import type { DatasetRepo } from '../store/datasets.js';
 import type { Db, Queryable } from '../store/db.js';
 import { AuditCoordinator, type ResultRoute, verifyOptionsFromEnv } from '../verify/audit-coordinator.js';
 import { checkpointEvery, getJobRow, type JobRow, newJobId } from './job-repo.js';
-import { accountsOnline, leaseHistory, mayLeaseMore, roundShareSql } from './lease-limits.js';
+import { leaseHistory, mayLeaseMore, roundShareSql } from './lease-limits.js';
 import { WeightCache } from './round-weights.js';
 
 /** Who is asking: a connected worker and the account it proved. */
@@ -248,7 +248,6 @@ export class Scheduler extends EventEmitter {
     const out = await this.db.tx(async (q) => {
       // A connection or account already holding its share of leases gets none (hoarding stalls jobs).
       if (!mayLeaseMore(await leaseHistory(q, who.account, who.workerId, now))) return null;
-      const online = await accountsOnline(q, now);
       const { rows } = await q.query<{
         job_id: string;
         round: number;
@@ -269,7 +268,7 @@ export class Scheduler extends EventEmitter {
                            AND l.status = 'active' AND l.account = $1)
            ${extra ? `AND (${extra.sql})` : ''}
            AND (${audit.sql})
-           AND ${roundShareSql('$1', online)}
+           AND ${roundShareSql('$1', now)}
          ORDER BY j.created_at, u.round, u.idx
          LIMIT 1 FOR UPDATE OF u SKIP LOCKED`,
         [who.account, ...(extra?.params ?? []), ...audit.params],
