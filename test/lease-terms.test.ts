@@ -343,3 +343,26 @@ describe("one account's share of a round (finding #22)", () => {
     expect(await t.tryLease()).not.toBeNull();
   }, 120_000);
 });
+
+describe("one network's share of a round (finding #22)", () => {
+  it('accounts on one network share one share of a round', async () => {
+    c = await startTestCoordinator(testStore('pglite'));
+    await postJob(c.url, oneRound({ name: 'network-share', unitsPerRound: 4 }));
+    // Two honest workers have worked on the job (took a unit and gave it back): three workers, an even split of 2.
+    for (const label of ['net-h1', 'net-h2']) {
+      const h = await worker(c, label);
+      const l = await h.lease();
+      h.send({ type: 'release', leaseId: l.leaseId });
+      await waitFor('the release', async () => (await leaseRow(c!, l.leaseId)).status === 'released');
+    }
+    // Test sockets come from loopback, which has no network identity; the scheduler is asked directly with one.
+    const net = '203.0.113.0/24';
+    const s1 = { workerId: 'w-net-s1', account: testIdentity('net-s1').address, address: net };
+    const s2 = { workerId: 'w-net-s2', account: testIdentity('net-s2').address, address: net };
+    expect(await c.scheduler.lease(s1)).not.toBeNull();
+    expect(await c.scheduler.lease(s1)).not.toBeNull();
+    // A second account on the same network gets nothing of this round; an account elsewhere does.
+    expect(await c.scheduler.lease(s2)).toBeNull();
+    expect(await c.scheduler.lease({ ...s2, address: '198.51.100.0/24' })).not.toBeNull();
+  }, 60_000);
+});

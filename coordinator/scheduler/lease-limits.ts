@@ -63,7 +63,7 @@ export async function leaseHistory(
 }
 
 /**
- * The most of one round's units one account may hold (active primary leases) or have in (accepted results) at once,
+ * The most of one round's units one account (and one network) may hold (active primary leases) or have in (accepted results) at once,
  * as a share of the round (issue 9 #22: a trusted account turning cheater must not fill a round before its first audit
  * settles). An account always gets max(1, ceil(ROUND_SHARE x unitsPerRound)) and never less than an even split
  * between the job's workers: the accounts online that took a lease of this job in the last PARTICIPANT_WINDOW_MS, and
@@ -77,8 +77,11 @@ export const ONLINE_WINDOW_MS = 30_000;
 /** An account counts as one of a job's workers for this long after it last took a lease of the job. */
 export const PARTICIPANT_WINDOW_MS = 600_000;
 
-/** SQL condition on candidate unit `u` of job `j`: the account (`accountParam`) is under its share of the round. */
-export function roundShareSql(accountParam: string, now: number): string {
+/**
+ * SQL condition on candidate unit `u` of job `j`: the account (`accountParam`), together with every account on its
+ * network (`addressParam`, null when unknown: coordinator/verify/network-address.ts), is under its share of the round.
+ */
+export function roundShareSql(accountParam: string, addressParam: string, now: number): string {
   const units = `(j.spec->>'unitsPerRound')::int`;
   const workers = `(SELECT count(DISTINCT p.a) FROM (
       SELECT ${accountParam}::text AS a
@@ -87,10 +90,12 @@ export function roundShareSql(accountParam: string, now: number): string {
           AND EXISTS (SELECT 1 FROM workers w WHERE w.account = l.account AND w.disconnected_at IS NULL
                         AND w.last_seen >= ${Math.trunc(now - ONLINE_WINDOW_MS)})) p)`;
   const cap = `GREATEST(1, ceil(${ROUND_SHARE} * ${units}), ceil(${units}::numeric / ${workers}))`;
+  const ours = (t: string) =>
+    `(${t}.account = ${accountParam} OR (${addressParam}::text IS NOT NULL AND ${t}.address = ${addressParam}::text))`;
   return `(u.audit_of IS NOT NULL OR
-    (SELECT count(*) FROM leases l WHERE l.job_id = u.job_id AND l.round = u.round AND l.account = ${accountParam}
+    (SELECT count(*) FROM leases l WHERE l.job_id = u.job_id AND l.round = u.round AND ${ours('l')}
        AND l.status = 'active' AND l.role = 'primary')
-    + (SELECT count(*) FROM results r WHERE r.job_id = u.job_id AND r.round = u.round AND r.account = ${accountParam}
+    + (SELECT count(*) FROM results r WHERE r.job_id = u.job_id AND r.round = u.round AND ${ours('r')}
        AND r.status = 'accepted' AND r.role = 'primary')
     < ${cap})`;
 }

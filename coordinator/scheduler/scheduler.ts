@@ -268,10 +268,10 @@ export class Scheduler extends EventEmitter {
                            AND l.status = 'active' AND l.account = $1)
            ${extra ? `AND (${extra.sql})` : ''}
            AND (${audit.sql})
-           AND ${roundShareSql('$1', now)}
+           AND ${roundShareSql('$1', `$${2 + (extra?.params.length ?? 0) + audit.params.length}`, now)}
          ORDER BY j.created_at, u.round, u.idx
          LIMIT 1 FOR UPDATE OF u SKIP LOCKED`,
-        [who.account, ...(extra?.params ?? []), ...audit.params],
+        [who.account, ...(extra?.params ?? []), ...audit.params, who.address ?? null],
       );
       const u = rows[0];
       if (!u) return null;
@@ -287,8 +287,8 @@ export class Scheduler extends EventEmitter {
       const price = (await this.hooks.leasePrice?.(q, who, u.job_id)) ?? null;
       await q.query(
         `INSERT INTO leases (id, token, job_id, round, idx, worker_id, account, status, deadline, created_at, role,
-                             audit_of, price_per_tflop)
-         VALUES ($1, $2, $3, $4, $5, $6, $7, 'active', $8, $9, $10, $11, $12)`,
+                             audit_of, price_per_tflop, address)
+         VALUES ($1, $2, $3, $4, $5, $6, $7, 'active', $8, $9, $10, $11, $12, $13)`,
         [
           leaseId,
           token,
@@ -302,6 +302,7 @@ export class Scheduler extends EventEmitter {
           u.audit_of ? 'audit' : 'primary',
           u.audit_of,
           price,
+          who.address ?? null,
         ],
       );
       if (u.status === 'queued') {

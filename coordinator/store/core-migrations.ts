@@ -135,6 +135,7 @@ CREATE TABLE blobs (
 ALTER TABLE leases ADD COLUMN role text NOT NULL DEFAULT 'primary';
 ALTER TABLE leases ADD COLUMN audit_of text;
 ALTER TABLE leases ADD COLUMN price_per_tflop bigint;
+ALTER TABLE leases ADD COLUMN address text;
 CREATE INDEX leases_account ON leases (account, status);
 ALTER TABLE results ALTER COLUMN examples TYPE bigint;
 ALTER TABLE round_metrics ALTER COLUMN examples TYPE bigint`,
