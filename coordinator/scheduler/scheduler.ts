@@ -425,6 +425,8 @@ export class Scheduler extends EventEmitter {
    * results is the final guard: two valid results racing for one unit cannot both count.
    */
   async submitResult(who: WorkerIdentity, header: ResultHeader, payload: Uint8Array): Promise<SubmitOutcome> {
+    // The deadline is judged at arrival: checking the result takes time, and a lease that expires meanwhile was met.
+    const arrivedAt = Date.now();
     const lease = (await this.db.query<LeaseRow>('SELECT * FROM leases WHERE id = $1', [header.leaseId])).rows[0];
     if (!lease) return reject('unknown_lease', 'no such lease');
     if (lease.token !== header.token) return reject('bad_token', 'the lease token does not match');
@@ -443,11 +445,13 @@ export class Scheduler extends EventEmitter {
       return reject('unit_already_completed', 'another result for this unit was accepted');
     }
     if (lease.status === 'rejected') return reject('lease_closed', 'a result for this lease was already rejected');
+    if (lease.status !== 'active' && lease.status !== 'expired') {
+      return reject('lease_ended', `the lease was ${lease.status}`);
+    }
     // A result counts only on a live lease: an expired one's unit may be someone else's (or held for its audit) now.
-    if (lease.status === 'expired' || (lease.status === 'active' && Number(lease.deadline) < Date.now())) {
+    if (Number(lease.deadline) < arrivedAt) {
       return reject('lease_expired', 'the lease deadline passed before the result arrived');
     }
-    if (lease.status !== 'active') return reject('lease_ended', `the lease was ${lease.status}`);
 
     const problem =
       (await this.cheapChecks(job, header, payload)) ??
@@ -490,8 +494,8 @@ export class Scheduler extends EventEmitter {
         }
         const l = await q.query(
           `UPDATE leases SET status = 'completed', ended_at = $2, end_reason = 'result accepted'
-           WHERE id = $1 AND status = 'active' AND deadline >= $2`,
-          [lease.id, Date.now()],
+           WHERE id = $1 AND status IN ('active', 'expired') AND deadline >= $3`,
+          [lease.id, Date.now(), arrivedAt],
         );
         if (l.rowCount === 0) throw new LeaseLapsed();
         const held = route !== 'accept';
