@@ -107,6 +107,7 @@ export async function startCoordinator(overrides: Partial<CoordinatorConfig> = {
     paramCount: async (hash): Promise<number> =>
       (await scheduler.weights.get(hash)).shapes.reduce((n, shape) => n + shape.reduce((a, b) => a * b, 1), 0),
     defaultPricePerTflop: defaultPrice,
+    defaultMaxPricePerTflop: toMicro(config.defaultMaxPricePerTflop),
     challengeWindowMs: config.challengeWindowMs,
     forfeitFeeRate: config.forfeitFeeRate,
     refundGraceMs: config.refundGraceMs,
@@ -117,6 +118,7 @@ export async function startCoordinator(overrides: Partial<CoordinatorConfig> = {
     ...credits.hooks(),
     leaseCondition: marketLeaseCondition(db, {
       defaultPricePerTflop: defaultPrice,
+      defaultMaxPricePerTflop: toMicro(config.defaultMaxPricePerTflop),
       reliabilityMinLeases: config.reliabilityMinLeases,
     }),
   });

@@ -45,6 +45,8 @@ export interface CoordinatorConfig {
   // ---- credits and marketplace ----
   /** Price of a TFLOP for workers without an offer (the network's default donation price), in credits. */
   defaultPricePerTflop: number;
+  /** Most a job pays per TFLOP when its spec sets no market.maxPricePerTflop, in credits. */
+  defaultMaxPricePerTflop: number;
   /** How long a credit stays pending (disputable) before it vests, ms. */
   challengeWindowMs: number;
   /** Fraction of a forfeited credit kept by the treasury. */
@@ -58,6 +60,9 @@ export interface CoordinatorConfig {
   /** A worker's reliability counts as unknown (1) until it has this many finished leases. */
   reliabilityMinLeases: number;
 }
+
+/** A job without its own price cap pays at most this multiple of the default donation price per TFLOP. */
+export const DEFAULT_MAX_PRICE_MULTIPLE = 100;
 
 export function configFromEnv(env: NodeJS.ProcessEnv = process.env): CoordinatorConfig {
   return {
@@ -85,6 +90,10 @@ export function configFromEnv(env: NodeJS.ProcessEnv = process.env): Coordinator
     coordinatorPrivateKey: env.COORDINATOR_PRIVATE_KEY || undefined,
     payoutContract: env.PAYOUT_CONTRACT || undefined,
     defaultPricePerTflop: numberEnv(env.DEFAULT_PRICE_PER_TFLOP, 1),
+    defaultMaxPricePerTflop: numberEnv(
+      env.JOB_MAX_PRICE_PER_TFLOP,
+      DEFAULT_MAX_PRICE_MULTIPLE * numberEnv(env.DEFAULT_PRICE_PER_TFLOP, 1),
+    ),
     challengeWindowMs: intEnv(env.CHALLENGE_WINDOW_MS, 24 * 3_600_000),
     forfeitFeeRate: numberEnv(env.FORFEIT_FEE_RATE, 0.1, 1),
     creditSweepEveryMs: intEnv(env.CREDIT_SWEEP_EVERY_MS, 2000),

@@ -15,6 +15,8 @@ export interface CreditsOptions {
   paramCount: (weightsHash: string) => Promise<number>;
   /** Micro-credits per TFLOP for workers without an offer. */
   defaultPricePerTflop: number;
+  /** Micro-credits per TFLOP a job pays at most when its spec sets no market.maxPricePerTflop. */
+  defaultMaxPricePerTflop: number;
   challengeWindowMs: number;
   forfeitFeeRate: number;
   refundGraceMs: number;
@@ -82,9 +84,10 @@ export class Credits {
   }
 
   /** The scheduler hooks this layer needs: job terms at creation, a credit intent per accepted result, refunds. */
-  hooks(): Required<Pick<SchedulerHooks, 'onJobCreated' | 'onResultAccepted' | 'onJobEnded'>> {
+  hooks(): Required<Pick<SchedulerHooks, 'onJobCreated' | 'onResultAccepted' | 'onJobEnded' | 'leasePrice'>> {
     return {
       onJobCreated: (q, job) => this.recordJob(q, job),
+      leasePrice: (q, who, jobId) => this.leasePrice(q, who.account, jobId),
       onResultAccepted: async (q, r) => {
         await this.recordAcceptance(q, r, this.now());
         // Runs after this transaction: on PGlite the sweep's first query simply waits for the commit; on PostgreSQL
@@ -108,7 +111,11 @@ export class Credits {
         job.owner ?? '',
         spec.budget !== undefined ? toMicro(spec.budget) : 0,
         unitFlops,
-        spec.market?.maxPricePerTflop !== undefined ? toMicro(spec.market.maxPricePerTflop) : null,
+        // Every job has a maximum price: the requester's, or the network default (a worker's offer can never drain
+        // an escrow whatever it asks).
+        spec.market?.maxPricePerTflop !== undefined
+          ? toMicro(spec.market.maxPricePerTflop)
+          : this.opts.defaultMaxPricePerTflop,
         spec.market?.minReliability ?? null,
         this.now(),
       ],
@@ -116,10 +123,31 @@ export class Credits {
   }
 
   /**
-   * An intent to credit one accepted result, in the accepting transaction. The price is fixed here: the worker's
-   * offer (or the default donation price), never above the job's maximum, times the job's FLOP estimate of a unit
-   * (the coordinator's own estimate, not the worker's claim). Results that cannot be credited are recorded as
-   * skipped with the reason.
+   * The price per TFLOP (micro-credits) of a lease, fixed in the lease transaction: the worker's offer then (or the
+   * default donation price), never above the job's maximum. Null when the job pays nothing (no budget).
+   */
+  async leasePrice(q: Queryable, account: string, jobId: string): Promise<number | null> {
+    const terms = (
+      await q.query<{ budget: number; max_price: number | null }>(
+        'SELECT budget, max_price FROM credit_jobs WHERE job_id = $1',
+        [jobId],
+      )
+    ).rows[0];
+    if (!terms || Number(terms.budget) === 0) return null;
+    const worker = isAddress(account) ? normalizeAddress(account) : account;
+    const offer = await workerPricePerTflop(q, worker, this.opts.defaultPricePerTflop);
+    return Math.min(offer, this.maxPrice(terms.max_price));
+  }
+
+  private maxPrice(stored: number | string | null): number {
+    return stored === null ? this.opts.defaultMaxPricePerTflop : Number(stored);
+  }
+
+  /**
+   * An intent to credit one accepted result, in the accepting transaction. The price per TFLOP is the one fixed on
+   * its lease when the coordinator issued it (leasePrice), never what the worker offers by the time it submits;
+   * times the job's FLOP estimate of a unit (the coordinator's own estimate, not the worker's claim). Results that
+   * cannot be credited are recorded as skipped with the reason.
    */
   async recordAcceptance(q: Queryable, r: AcceptedResult, acceptedAt: number): Promise<void> {
     const terms = (
@@ -144,8 +172,17 @@ export class Credits {
     let flops = 0;
     let price = 0;
     if (skip === null) {
-      perTflop = await workerPricePerTflop(q, worker, this.opts.defaultPricePerTflop);
-      if (terms.max_price !== null) perTflop = Math.min(perTflop, Number(terms.max_price));
+      const leased = await q.query<{ price_per_tflop: number | string | null }>(
+        'SELECT l.price_per_tflop FROM results r JOIN leases l ON l.id = r.lease_id WHERE r.id = $1',
+        [r.resultId],
+      );
+      const fixed = leased.rows[0]?.price_per_tflop;
+      // A lease from before prices were fixed on leases: today's offer, capped like any other.
+      perTflop =
+        fixed !== null && fixed !== undefined
+          ? Number(fixed)
+          : await workerPricePerTflop(q, worker, this.opts.defaultPricePerTflop);
+      perTflop = Math.min(perTflop, this.maxPrice(terms.max_price));
       flops = Number(terms.unit_flops);
       price = unitPrice(flops, perTflop);
     }

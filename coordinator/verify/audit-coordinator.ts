@@ -355,6 +355,9 @@ export class AuditCoordinator {
       resultId: string;
       /** A statistical cheap check failed (checkResult): audited whatever the draw. */
       suspect?: CheckProblem | null;
+      /** The role the coordinator issued the result's lease for (and the result it audits); the unit's state never
+       *  decides it, so a primary lease cannot make itself the audit copy of a unit that went on hold meanwhile. */
+      lease: { role: 'primary' | 'audit'; auditOf: string | null };
     },
   ): Promise<ResultRoute> {
     const { rows } = await q.query<UnitRow>(
@@ -363,6 +366,9 @@ export class AuditCoordinator {
     );
     const u = rows[0];
     if (!u || u.status === 'done' || u.status === 'verifying') return 'refuse';
+    // Only the coordinator picks an auditor: an audit copy comes on a lease issued to audit this very result, and a
+    // primary result arriving while the unit is held for audit is no longer wanted.
+    if ((u.audit_of ?? null) !== (r.lease.role === 'audit' ? r.lease.auditOf : null)) return 'refuse';
     const cost = costKey(r.job, r.round, r.idx);
     if (u.audit_of) {
       // The audit copy. Its holder was chosen under the lease condition; a late result of an older lease is checked
