@@ -132,15 +132,21 @@ export async function startCoordinator(overrides: Partial<CoordinatorConfig> = {
       : null;
   // A lost dispute (verification) forfeits the loser's unvested credit. Idempotent by the forfeit's event key; the
   // credit sweeper's forfeit source catches up on any event this process missed.
-  scheduler.on('forfeit', (f: { eventKey: string; worker: string; reason: string }) => {
+  // Always scoped to the disputed job: one lost dispute never takes credit earned on other jobs.
+  scheduler.on('forfeit', (f: { eventKey: string; worker: string; reason: string; jobId: string }) => {
     credits
-      .forfeit({ worker: f.worker, reason: f.reason, eventKey: f.eventKey })
+      .forfeit({ worker: f.worker, jobId: f.jobId, reason: f.reason, eventKey: f.eventKey })
       .then(() => markForfeitDelivered(db, f.eventKey))
       .catch((err) => app.log.error({ err, eventKey: f.eventKey }, 'forfeit failed'));
   });
   credits.sweeper.setForfeitSource({
     undelivered: async () =>
-      (await undeliveredForfeits(db)).map((f) => ({ worker: f.worker, reason: f.reason, eventKey: f.eventKey })),
+      (await undeliveredForfeits(db)).map((f) => ({
+        worker: f.worker,
+        jobId: f.jobId,
+        reason: f.reason,
+        eventKey: f.eventKey,
+      })),
     delivered: (eventKey) => markForfeitDelivered(db, eventKey),
   });
   const auth = new RequestAuth(accounts, config.adminKeys);
@@ -222,6 +228,7 @@ export async function startCoordinator(overrides: Partial<CoordinatorConfig> = {
       accounts,
       requireWorkerAuth: config.requireWorkerAuth,
       markUnverified: (workerId, account) => credits.markUnverified(workerId, account),
+      markPayee: (workerId, payTo) => credits.markPayee(workerId, payTo),
     }),
   });
   await app.register(webApp, { webDir: config.webDir });

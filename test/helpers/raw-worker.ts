@@ -123,6 +123,8 @@ export class RawWorker {
   async hello(
     resume?: { leaseId: string; token: string }[],
     sign?: (c: ChallengeMsg) => Promise<{ message: string; signature: string }>,
+    /** Extra hello fields (e.g. payTo). */
+    extra: { payTo?: string } = {},
   ): Promise<void> {
     await this.open();
     this.challenge = await this.nextOf('challenge');
@@ -135,6 +137,7 @@ export class RawWorker {
       capabilities: { backends: ['wasm'] },
       ...(resume ? { resume } : {}),
       ...(auth ? { auth } : {}),
+      ...extra,
     });
     await this.nextOf('welcome');
   }
