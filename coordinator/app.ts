@@ -1,6 +1,6 @@
 import swagger from '@fastify/swagger';
 import swaggerUi from '@fastify/swagger-ui';
-import Fastify, { type FastifyInstance } from 'fastify';
+import Fastify, { type FastifyInstance, type FastifyServerOptions } from 'fastify';
 import type { Address } from '../shared/identity/address.js';
 import { Accounts, accountsMigrations } from './accounts/index.js';
 import { accountLinkApi } from './api/account-link.js';
@@ -11,6 +11,7 @@ import { closeKeepAliveOnShutdown } from './api/close-keep-alive.js';
 import { datasetsApi } from './api/datasets.js';
 import { installErrorHandler } from './api/errors.js';
 import { jobsApi } from './api/jobs.js';
+import { rateLimits } from './api/limits.js';
 import { marketApi } from './api/market.js';
 import { webApp } from './api/web.js';
 import { type CoordinatorConfig, configFromEnv } from './config.js';
@@ -50,6 +51,16 @@ export interface Coordinator {
   close(): Promise<void>;
 }
 
+/**
+ * TRUST_PROXY as Fastify takes it: a hop count n trusts the n proxies nearest to us (as Fastify does with an integer).
+ * Unset: no proxy is trusted, the socket's peer is the client.
+ */
+function trustProxyOption(v: CoordinatorConfig['trustProxy']): Pick<FastifyServerOptions, 'trustProxy'> {
+  if (v === undefined) return {};
+  if (typeof v === 'number') return { trustProxy: (_address: string, hop: number) => hop < v };
+  return { trustProxy: v };
+}
+
 /** Every domain's migrations, applied in id order at startup. */
 export function allMigrations(): Migration[] {
   return [
@@ -76,11 +87,17 @@ export async function startCoordinator(overrides: Partial<CoordinatorConfig> = {
   const datasets = new DatasetRepo(db, blobs);
   await datasets.ensureBuiltins();
 
-  const app = Fastify({
+  const serverOptions: FastifyServerOptions = {
     logger: { level: config.logLevel },
-    bodyLimit: config.maxUploadBytes,
+    // Small bodies everywhere; only the authenticated dataset upload takes up to maxUploadBytes (its own route limit,
+    // its key checked in onRequest before the body is read).
+    bodyLimit: config.maxBodyBytes,
+    requestTimeout: config.requestTimeoutMs,
+    connectionTimeout: config.connectionTimeoutMs,
+    ...trustProxyOption(config.trustProxy),
     ajv: { customOptions: { removeAdditional: false, coerceTypes: false, allErrors: false } },
-  });
+  };
+  const app = Fastify(serverOptions);
   const log = (msg: string, extra?: object) => app.log.info(extra ?? {}, msg);
   closeKeepAliveOnShutdown(app);
 
@@ -151,6 +168,12 @@ export async function startCoordinator(overrides: Partial<CoordinatorConfig> = {
   });
   const auth = new RequestAuth(accounts, config.adminKeys);
   installErrorHandler(app);
+  // Before every route, so that each one (and the worker socket's upgrade) is counted.
+  await app.register(rateLimits, {
+    perAddress: config.rateLimitPerAddress,
+    perAccount: config.rateLimitPerAccount,
+    auth,
+  });
 
   await app.register(swagger, {
     openapi: {

@@ -7,8 +7,26 @@ export interface CoordinatorConfig {
   databaseUrl?: string;
   /** PostgreSQL schema (tests isolate themselves with one). */
   databaseSchema?: string;
-  /** Largest accepted upload (datasets, weights), bytes. */
+  /**
+   * Largest accepted upload (the authenticated dataset upload), bytes; also the ceiling of a worker's result frame
+   * (each frame is bounded by its unit's model size below that).
+   */
   maxUploadBytes: number;
+  /** Largest body of every other request, bytes (413 above, refused from Content-Length before reading). */
+  maxBodyBytes: number;
+  /** A request must arrive in full within this, ms (0: no limit). */
+  requestTimeoutMs: number;
+  /** An idle HTTP connection is closed after this, ms (WebSockets excepted: they have their own hello timeout). */
+  connectionTimeoutMs: number;
+  /** Requests (and WebSocket connections) per minute from one network address; 0 turns the limit off. */
+  rateLimitPerAddress: number;
+  /** Requests per minute of one authenticated account (bearer token), over all its addresses; 0: off. */
+  rateLimitPerAccount: number;
+  /**
+   * Fastify's trustProxy: which proxies' X-Forwarded-For to believe for a client's address (`true`, a hop count, or
+   * comma-separated addresses / CIDRs). Unset: none, the socket's peer is the client.
+   */
+  trustProxy?: boolean | number | string;
   /** Folder of the built web app; served at / when present. */
   webDir: string;
   /** How often expired leases are swept, ms. */
@@ -63,6 +81,12 @@ export function configFromEnv(env: NodeJS.ProcessEnv = process.env): Coordinator
     databaseUrl: env.DATABASE_URL || undefined,
     databaseSchema: env.DATABASE_SCHEMA || undefined,
     maxUploadBytes: intEnv(env.MAX_UPLOAD_BYTES, 64 * 1024 * 1024),
+    maxBodyBytes: intEnv(env.MAX_BODY_BYTES, 1024 * 1024),
+    requestTimeoutMs: intEnv(env.REQUEST_TIMEOUT_MS, 120_000),
+    connectionTimeoutMs: intEnv(env.CONNECTION_TIMEOUT_MS, 60_000),
+    rateLimitPerAddress: intEnv(env.RATE_LIMIT_PER_ADDRESS, 3000),
+    rateLimitPerAccount: intEnv(env.RATE_LIMIT_PER_ACCOUNT, 1200),
+    trustProxy: trustProxyEnv(env.TRUST_PROXY),
     webDir: env.WEB_DIR ?? './dist/web',
     sweepEveryMs: intEnv(env.SWEEP_EVERY_MS, 1000),
     idleRetryMs: intEnv(env.IDLE_RETRY_MS, 2000),
@@ -100,6 +124,18 @@ function numberEnv(v: string | undefined, dflt: number, max = Number.MAX_SAFE_IN
   const n = Number(v);
   if (!Number.isFinite(n) || n < 0 || n > max) throw new Error(`expected a number in [0, ${max}], got "${v}"`);
   return n;
+}
+
+/** TRUST_PROXY: true/false, a hop count, or comma-separated addresses and CIDRs (Fastify's trustProxy forms). */
+function trustProxyEnv(v: string | undefined): boolean | number | string | undefined {
+  if (v === undefined || v.trim() === '') return undefined;
+  if (/^(true|false)$/i.test(v)) return /^true$/i.test(v);
+  if (/^\d+$/.test(v)) return Number(v);
+  return v
+    .split(',')
+    .map((s) => s.trim())
+    .filter((s) => s.length > 0)
+    .join(',');
 }
 
 function boolEnv(v: string | undefined, dflt: boolean): boolean {
