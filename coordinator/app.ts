@@ -14,7 +14,7 @@ import { jobsApi } from './api/jobs.js';
 import { rateLimits } from './api/limits.js';
 import { marketApi } from './api/market.js';
 import { webApp } from './api/web.js';
-import { type CoordinatorConfig, configFromEnv } from './config.js';
+import { type CoordinatorConfig, configFromEnv, devConveniences } from './config.js';
 import { Credits, creditsMigrations, loadCoordinatorKey, toMicro } from './credits/index.js';
 import { Ledger, ledgerMigrations } from './ledger/index.js';
 import { marketLeaseCondition, marketMigrations, marketWorkerRanking, Offers } from './market/index.js';
@@ -211,13 +211,15 @@ export async function startCoordinator(overrides: Partial<CoordinatorConfig> = {
   });
   await app.register(datasetsApi, { datasets, maxUploadBytes: config.maxUploadBytes });
   await app.register(authApi, { auth });
-  await app.register(jobsApi, { db, scheduler, datasets, auth, ledger, credits, devMode: config.devMode });
+  // Minting credit and unpaid jobs are for a development coordinator only this machine can reach.
+  const conveniences = devConveniences(config);
+  await app.register(jobsApi, { db, scheduler, datasets, auth, ledger, credits, devMode: conveniences });
   await app.register(accountsApi, {
     db,
     ledger,
     credits,
     auth,
-    devMode: config.devMode,
+    devMode: conveniences,
     faucetMaxCredits: config.faucetMaxCredits,
     reliabilityMinLeases: config.reliabilityMinLeases,
     signer: {

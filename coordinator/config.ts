@@ -33,7 +33,10 @@ export interface CoordinatorConfig {
   sweepEveryMs: number;
   /** How long an idle worker waits before asking again, ms. */
   idleRetryMs: number;
-  /** Development mode enables the faucet and the demo job, and lets jobs run without a budget. */
+  /**
+   * Development mode: `npm start` sets up the demo job; listening on loopback only, it also opens the faucet and
+   * lets jobs run without a budget (devConveniences).
+   */
   devMode: boolean;
   /** Name of this replica in logs and worker rows. */
   replicaId: string;
@@ -110,6 +113,19 @@ export function configFromEnv(env: NodeJS.ProcessEnv = process.env): Coordinator
     faucetMaxCredits: numberEnv(env.FAUCET_MAX_CREDITS, 10_000),
     reliabilityMinLeases: intEnv(env.RELIABILITY_MIN_LEASES, 5),
   };
+}
+
+/** True when the listen address reaches this machine only: development conveniences are safe there and nowhere else. */
+export function isLoopbackHost(host: string): boolean {
+  return /^(localhost|127(\.\d{1,3}){3}|::1|\[::1\])$/i.test(host.trim());
+}
+
+/**
+ * Development conveniences (the HTTP faucet without an admin key, jobs without a budget): development mode AND a
+ * loopback listen address. `npm start` listens on 0.0.0.0 by default, so they are off unless HOST=127.0.0.1.
+ */
+export function devConveniences(config: Pick<CoordinatorConfig, 'devMode' | 'host'>): boolean {
+  return config.devMode && isLoopbackHost(config.host);
 }
 
 function intEnv(v: string | undefined, dflt: number): number {
