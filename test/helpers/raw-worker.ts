@@ -43,8 +43,10 @@ export class RawWorker {
   constructor(
     readonly url: string,
     readonly account: string,
+    /** Extra upgrade request headers (e.g. X-Forwarded-For, as a reverse proxy adds). */
+    headers?: Record<string, string>,
   ) {
-    this.ws = new WebSocket(`${url.replace(/^http/, 'ws')}/api/v1/worker`);
+    this.ws = new WebSocket(`${url.replace(/^http/, 'ws')}/api/v1/worker`, headers ? { headers } : undefined);
     this.ws.on('message', (data, isBinary) => {
       if (isBinary) return;
       const msg = JSON.parse(String(data)) as ServerMessage;
