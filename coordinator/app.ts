@@ -61,6 +61,18 @@ function trustProxyOption(v: CoordinatorConfig['trustProxy']): Pick<FastifyServe
   return { trustProxy: v };
 }
 
+/**
+ * Production needs the name clients reach it on: sign-in messages and worker challenges must name it, and a guessed
+ * `localhost:<port>` would either lock every real client out or accept messages made for another server.
+ */
+export function checkProductionConfig(config: Pick<CoordinatorConfig, 'devMode' | 'publicDomain'>): void {
+  if (config.devMode || config.publicDomain) return;
+  throw new Error(
+    'PUBLIC_DOMAIN is required when NODE_ENV=production: set it to the host[:port] clients reach this coordinator on ' +
+      '(e.g. PUBLIC_DOMAIN=swarmgrad.example.org); sign-in messages and worker challenges must name it',
+  );
+}
+
 /** Every domain's migrations, applied in id order at startup. */
 export function allMigrations(): Migration[] {
   return [
@@ -79,6 +91,7 @@ export function allMigrations(): Migration[] {
  */
 export async function startCoordinator(overrides: Partial<CoordinatorConfig> = {}): Promise<Coordinator> {
   const config: CoordinatorConfig = { ...configFromEnv(), ...overrides };
+  checkProductionConfig(config);
   await initTfBackend();
   const db = await openDb({ databaseUrl: config.databaseUrl, dataDir: config.dataDir, schema: config.databaseSchema });
   await runMigrations(db, allMigrations());
