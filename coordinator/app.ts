@@ -9,7 +9,7 @@ import { authApi, BEARER, RequestAuth, workerGatewayAuth } from './api/auth.js';
 import { blobsApi } from './api/blobs.js';
 import { closeKeepAliveOnShutdown } from './api/close-keep-alive.js';
 import { datasetsApi } from './api/datasets.js';
-import { installErrorHandler } from './api/errors.js';
+import { installErrorHandler, rejectNulCharacters } from './api/errors.js';
 import { jobsApi } from './api/jobs.js';
 import { rateLimits } from './api/limits.js';
 import { marketApi } from './api/market.js';
@@ -181,6 +181,7 @@ export async function startCoordinator(overrides: Partial<CoordinatorConfig> = {
   });
   const auth = new RequestAuth(accounts, config.adminKeys);
   installErrorHandler(app);
+  rejectNulCharacters(app);
   // Before every route, so that each one (and the worker socket's upgrade) is counted.
   await app.register(rateLimits, {
     perAddress: config.rateLimitPerAddress,
