@@ -87,6 +87,24 @@ describe('frame, body and queue limits', () => {
     expect((await v.closed).code).toBe(CloseCode.TooLarge);
   }, 120_000);
 
+  it('an honest result of a lease from an earlier connection still fits the new connection’s frame limit', async () => {
+    await postJob(c.url, smallMnistJob({ rounds: 1, unitsPerRound: 1, localSteps: 4 } as never));
+    c.scheduler.verification.configure({ rng: () => 1, selfAuditAfterMs: null });
+    const id = testIdentity('limits-reconnecter');
+    const first = await signedWorker(c.url, id);
+    const lease = await first.lease();
+    const { out } = await first.train(lease);
+    first.vanish();
+    await first.closed;
+    // A new connection, no resume: the coordinator sizes its limit from the account's open leases.
+    const again = await signedWorker(c.url, id);
+    try {
+      expect(await again.submitRun(lease, out)).toMatchObject({ type: 'ack' });
+    } finally {
+      again.close();
+    }
+  }, 120_000);
+
   it('a connection that queues frames faster than they are served is closed (4429)', async () => {
     const w = await signedWorker(c.url, testIdentity('limits-flooder'));
     const frame = JSON.stringify({ type: 'progress', leaseId: 'lease_nothing', step: 1 });

@@ -124,4 +124,9 @@ CREATE TABLE blobs (
   created_at bigint NOT NULL
 )`,
   },
+  {
+    // The worker gateway sizes a connection's frame limit from its account's open leases at hello.
+    id: '0020_leases_account',
+    sql: `CREATE INDEX leases_account_open ON leases (account) WHERE status IN ('active', 'expired')`,
+  },
 ];

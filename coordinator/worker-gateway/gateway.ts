@@ -418,6 +418,14 @@ async function gateway(app: FastifyInstance, opts: GatewayOptions): Promise<void
           await allowFramesFor(c, await weightsOfLease(r.leaseId));
         }
       }
+      // Results of this account's other open leases (a lease of a previous connection, even expired, may still be
+      // delivered): their frames must fit too.
+      const open = await db.query<{ weights_hash: string }>(
+        `SELECT DISTINCT j.weights_hash FROM leases l JOIN jobs j ON j.id = l.job_id
+         WHERE l.account = $1 AND l.status IN ('active', 'expired') AND j.status IN ('queued', 'running') LIMIT 64`,
+        [account],
+      );
+      for (const row of open.rows) await allowFramesFor(c, row.weights_hash);
       send(c, { type: 'welcome', protocol: PROTOCOL_VERSION, workerId, account, resumed });
       // After welcome: reveal requests still waiting for this account (a reconnect) are asked again here. A reveal
       // request raises the frame limit to what the state of that lease weighs before it leaves.
