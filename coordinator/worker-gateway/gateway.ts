@@ -120,8 +120,15 @@ async function gateway(app: FastifyInstance, opts: GatewayOptions): Promise<void
   let frameLimitWarned = false;
 
   /** What frames about one unit may weigh: its result (a delta) and a revealed state (weights and optimizer slots). */
+  const weightBytes = new Map<string, number>();
   const boundsOf = async (weightsHash: string): Promise<{ result: number; reveal: number }> => {
-    const w = encodedWeightsBytes(await scheduler.weights.get(weightsHash));
+    let w = weightBytes.get(weightsHash);
+    if (w === undefined) {
+      w = encodedWeightsBytes(await scheduler.weights.get(weightsHash));
+      // Sizes only, so many models fit; the oldest goes first.
+      if (weightBytes.size >= 4096) weightBytes.delete(weightBytes.keys().next().value as string);
+      weightBytes.set(weightsHash, w);
+    }
     // Adam keeps two slots per weight: a state is at most three times the weights.
     return { result: w + ENVELOPE_SLACK, reveal: 3 * w + ENVELOPE_SLACK };
   };
