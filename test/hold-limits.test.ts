@@ -1,4 +1,5 @@
 import { request } from 'node:http';
+import { connect } from 'node:net';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import WebSocket from 'ws';
 import { CloseCode } from '../shared/protocol/messages.js';
@@ -121,44 +122,70 @@ describe('frame, body and queue limits', () => {
     expect((await w.closed).code).toBe(CloseCode.Flooding);
   }, 60_000);
 
-  it('an unauthenticated 48 MiB POST /api/v1/jobs is refused (413) without being read', async () => {
-    const u = new URL(`${c.url}/api/v1/jobs`);
-    const t = Date.now();
-    const status = await new Promise<number>((resolve, reject) => {
-      const req = request(
-        {
-          host: u.hostname,
-          port: u.port,
-          path: u.pathname,
-          method: 'POST',
-          headers: { 'content-type': 'application/json', 'content-length': String(48 * MiB) },
-        },
-        (res) => {
-          res.resume();
-          resolve(res.statusCode ?? 0);
-        },
-      );
-      req.on('error', (err) =>
-        err.message.includes('EPIPE') || err.message.includes('ECONNRESET') ? null : reject(err),
-      );
-      // Only the first 64 KiB is ever sent: the answer must come without the rest.
-      req.write(Buffer.alloc(64 * 1024, 0x20));
-    });
-    expect([401, 413]).toContain(status);
-    expect(Date.now() - t).toBeLessThan(10_000);
-  }, 30_000);
+  it.each(['/api/v1/jobs', '/api/v1/datasets'])(
+    'an unauthenticated 48 MiB POST %s is refused (413/401) without being read',
+    async (path) => {
+      const u = new URL(`${c.url}${path}`);
+      const t = Date.now();
+      const status = await new Promise<number>((resolve, reject) => {
+        const req = request(
+          {
+            host: u.hostname,
+            port: u.port,
+            path: u.pathname,
+            method: 'POST',
+            headers: {
+              'content-type': path.endsWith('datasets') ? 'application/octet-stream' : 'application/json',
+              'content-length': String(48 * MiB),
+            },
+          },
+          (res) => {
+            res.resume();
+            resolve(res.statusCode ?? 0);
+            // Never send the rest: end the connection (a pending upload would hold the coordinator's close).
+            req.destroy();
+          },
+        );
+        req.on('error', (err) =>
+          err.message.includes('EPIPE') || err.message.includes('ECONNRESET') ? null : reject(err),
+        );
+        // Only the first 64 KiB is ever sent: the answer must come without the rest.
+        req.write(Buffer.alloc(64 * 1024, 0x20));
+      });
+      expect([401, 413]).toContain(status);
+      expect(Date.now() - t).toBeLessThan(10_000);
+    },
+    30_000,
+  );
 });
 
 describe('rate limits', () => {
   let c: TestCoordinator;
 
   beforeAll(async () => {
-    c = await startTestCoordinator(testStore('pglite'), { rateLimitPerAddress: 40, rateLimitPerAccount: 10 });
+    c = await startTestCoordinator(testStore('pglite'), {
+      rateLimitPerAddress: 40,
+      rateLimitPerAccount: 10,
+      connectionTimeoutMs: 1500,
+    });
   }, 120_000);
 
   afterAll(async () => {
     await c?.destroy();
   });
+
+  it('a connection that starts a request and goes silent is closed (connection timeout)', async () => {
+    const u = new URL(c.url);
+    const sock = connect(Number(u.port), u.hostname);
+    const gone = new Promise<number>((resolve) => sock.on('close', () => resolve(Date.now())));
+    sock.on('error', () => {});
+    await new Promise<void>((resolve) => sock.once('connect', () => resolve()));
+    const t = Date.now();
+    sock.write(
+      'POST /api/v1/jobs HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\nContent-Length: 100\r\n\r\n{"a"',
+    );
+    expect((await gone) - t).toBeLessThan(15_000);
+  }, 30_000);
 
   it('per account: over the limit gets 429 with the reason; other callers are not affected', async () => {
     const key = await apiKeyFor(c.url, testIdentity('limits-busy'));
