@@ -225,15 +225,14 @@ export async function startCoordinator(overrides: Partial<CoordinatorConfig> = {
   });
   await app.register(datasetsApi, { datasets, maxUploadBytes: config.maxUploadBytes });
   await app.register(authApi, { auth });
-  // Minting credit and unpaid jobs are for a development coordinator only this machine can reach.
-  const conveniences = devConveniences(config);
-  await app.register(jobsApi, { db, scheduler, datasets, auth, ledger, credits, devMode: conveniences });
+  await app.register(jobsApi, { db, scheduler, datasets, auth, ledger, credits, devMode: config.devMode });
   await app.register(accountsApi, {
     db,
     ledger,
     credits,
     auth,
-    devMode: conveniences,
+    // Minting credit without an admin key: only a development coordinator that this machine alone can reach.
+    devMode: devConveniences(config),
     faucetMaxCredits: config.faucetMaxCredits,
     reliabilityMinLeases: config.reliabilityMinLeases,
     signer: {

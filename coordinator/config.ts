@@ -34,8 +34,8 @@ export interface CoordinatorConfig {
   /** How long an idle worker waits before asking again, ms. */
   idleRetryMs: number;
   /**
-   * Development mode: `npm start` sets up the demo job; listening on loopback only, it also opens the faucet and
-   * lets jobs run without a budget (devConveniences).
+   * Development mode: `npm start` sets up the demo job and jobs may run without a budget; listening on loopback only,
+   * it also opens the faucet (devConveniences).
    */
   devMode: boolean;
   /** Name of this replica in logs and worker rows. */
@@ -121,8 +121,8 @@ export function isLoopbackHost(host: string): boolean {
 }
 
 /**
- * Development conveniences (the HTTP faucet without an admin key, jobs without a budget): development mode AND a
- * loopback listen address. `npm start` listens on 0.0.0.0 by default, so they are off unless HOST=127.0.0.1.
+ * The HTTP faucet without an admin key: development mode AND a loopback listen address. `npm start` listens on
+ * 0.0.0.0 by default, so it is closed unless HOST=127.0.0.1.
  */
 export function devConveniences(config: Pick<CoordinatorConfig, 'devMode' | 'host'>): boolean {
   return config.devMode && isLoopbackHost(config.host);

@@ -4,7 +4,7 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { isLoopbackHost } from '../coordinator/config.js';
-import { smallMnistJob, startTestCoordinator, type TestCoordinator, testStore, waitFor } from './helpers/cluster.js';
+import { startTestCoordinator, type TestCoordinator, testStore, waitFor } from './helpers/cluster.js';
 import { bearer, testIdentity } from './helpers/identities.js';
 
 /**
@@ -40,16 +40,6 @@ describe('faucet on a coordinator reachable from the network', () => {
     expect((await c.ledger.balances(testIdentity('faucet-taker').address)).available).toBe(0);
     const minted = await faucet(c.url, bearer(admin));
     expect(minted.status).toBe(200);
-  });
-
-  it('a job without a budget is refused there too (no unpaid work from volunteers)', async () => {
-    const res = await fetch(`${c.url}/api/v1/jobs`, {
-      method: 'POST',
-      headers: { 'content-type': 'application/json', ...bearer(c.requester.apiKey) },
-      body: JSON.stringify(smallMnistJob()),
-    });
-    expect(res.status).toBe(400);
-    expect(((await res.json()) as { field: string }).field).toBe('/budget');
   });
 
   it('knows loopback addresses', () => {
