@@ -7,19 +7,40 @@ export interface CoordinatorConfig {
   databaseUrl?: string;
   /** PostgreSQL schema (tests isolate themselves with one). */
   databaseSchema?: string;
-  /** Largest accepted upload (datasets, weights), bytes. */
+  /**
+   * Largest accepted upload (the authenticated dataset upload), bytes; also the ceiling of a worker's result frame
+   * (each frame is bounded by its unit's model size below that).
+   */
   maxUploadBytes: number;
   /** Dataset bytes one account may upload per rolling 24 hours (0: unlimited); 429 above. */
   datasetUploadQuotaBytes: number;
   /** Memory for decoded datasets (least recently used dropped first); decoded is ~4x the file size. */
   datasetCacheBytes: number;
+  /** Largest body of every other request, bytes (413 above, refused from Content-Length before reading). */
+  maxBodyBytes: number;
+  /** A request must arrive in full within this, ms (0: no limit). */
+  requestTimeoutMs: number;
+  /** An idle HTTP connection is closed after this, ms (WebSockets excepted: they have their own hello timeout). */
+  connectionTimeoutMs: number;
+  /** Requests (and WebSocket connections) per minute from one network address; 0 turns the limit off. */
+  rateLimitPerAddress: number;
+  /** Requests per minute of one authenticated account (bearer token), over all its addresses; 0: off. */
+  rateLimitPerAccount: number;
+  /**
+   * Fastify's trustProxy: which proxies' X-Forwarded-For to believe for a client's address (`true`, a hop count, or
+   * comma-separated addresses / CIDRs). Unset: none, the socket's peer is the client.
+   */
+  trustProxy?: boolean | number | string;
   /** Folder of the built web app; served at / when present. */
   webDir: string;
   /** How often expired leases are swept, ms. */
   sweepEveryMs: number;
   /** How long an idle worker waits before asking again, ms. */
   idleRetryMs: number;
-  /** Development mode enables the faucet and the demo job, and lets jobs run without a budget. */
+  /**
+   * Development mode: `npm start` sets up the demo job and jobs may run without a budget; listening on loopback only,
+   * it also opens the faucet (devConveniences).
+   */
   devMode: boolean;
   /** Name of this replica in logs and worker rows. */
   replicaId: string;
@@ -74,6 +95,12 @@ export function configFromEnv(env: NodeJS.ProcessEnv = process.env): Coordinator
     maxUploadBytes: intEnv(env.MAX_UPLOAD_BYTES, 64 * 1024 * 1024),
     datasetUploadQuotaBytes: intEnv(env.DATASET_UPLOAD_QUOTA_BYTES, 1024 * 1024 * 1024),
     datasetCacheBytes: intEnv(env.DATASET_CACHE_BYTES, 1024 * 1024 * 1024),
+    maxBodyBytes: intEnv(env.MAX_BODY_BYTES, 1024 * 1024),
+    requestTimeoutMs: intEnv(env.REQUEST_TIMEOUT_MS, 120_000),
+    connectionTimeoutMs: intEnv(env.CONNECTION_TIMEOUT_MS, 60_000),
+    rateLimitPerAddress: intEnv(env.RATE_LIMIT_PER_ADDRESS, 3000),
+    rateLimitPerAccount: intEnv(env.RATE_LIMIT_PER_ACCOUNT, 1200),
+    trustProxy: trustProxyEnv(env.TRUST_PROXY),
     webDir: env.WEB_DIR ?? './dist/web',
     sweepEveryMs: intEnv(env.SWEEP_EVERY_MS, 1000),
     idleRetryMs: intEnv(env.IDLE_RETRY_MS, 2000),
@@ -103,6 +130,19 @@ export function configFromEnv(env: NodeJS.ProcessEnv = process.env): Coordinator
   };
 }
 
+/** True when the listen address reaches this machine only: development conveniences are safe there and nowhere else. */
+export function isLoopbackHost(host: string): boolean {
+  return /^(localhost|127(\.\d{1,3}){3}|::1|\[::1\])$/i.test(host.trim());
+}
+
+/**
+ * The HTTP faucet without an admin key: development mode AND a loopback listen address. `npm start` listens on
+ * 0.0.0.0 by default, so it is closed unless HOST=127.0.0.1.
+ */
+export function devConveniences(config: Pick<CoordinatorConfig, 'devMode' | 'host'>): boolean {
+  return config.devMode && isLoopbackHost(config.host);
+}
+
 function intEnv(v: string | undefined, dflt: number): number {
   if (v === undefined || v === '') return dflt;
   const n = Number(v);
@@ -115,6 +155,18 @@ function numberEnv(v: string | undefined, dflt: number, max = Number.MAX_SAFE_IN
   const n = Number(v);
   if (!Number.isFinite(n) || n < 0 || n > max) throw new Error(`expected a number in [0, ${max}], got "${v}"`);
   return n;
+}
+
+/** TRUST_PROXY: true/false, a hop count, or comma-separated addresses and CIDRs (Fastify's trustProxy forms). */
+function trustProxyEnv(v: string | undefined): boolean | number | string | undefined {
+  if (v === undefined || v.trim() === '') return undefined;
+  if (/^(true|false)$/i.test(v)) return /^true$/i.test(v);
+  if (/^\d+$/.test(v)) return Number(v);
+  return v
+    .split(',')
+    .map((s) => s.trim())
+    .filter((s) => s.length > 0)
+    .join(',');
 }
 
 function boolEnv(v: string | undefined, dflt: boolean): boolean {

@@ -26,10 +26,13 @@ export interface CreditsOptions {
 }
 
 export interface ForfeitRequest {
-  /** The account that lost the dispute. */
+  /** The account that lost the dispute (the key that signed the losing result's connection). */
   worker: string;
-  /** Only this job's unvested credit; all of the worker's unvested credit when omitted. */
-  jobId?: string;
+  /**
+   * The job of the disputed work: only its unvested credit is forfeited. Required: losing one dispute never takes
+   * what the worker earned on other jobs.
+   */
+  jobId: string;
   reason: string;
   /** Idempotency key, e.g. `forfeit:<unitId>:<account>`: the same key twice forfeits once. */
   eventKey: string;
@@ -157,15 +160,21 @@ export class Credits {
       )
     ).rows[0];
     let skip: string | null = null;
+    let payee: string | null = null;
     if (!terms || Number(terms.budget) === 0) skip = 'the job has no budget';
     else if (!isAddress(r.account)) skip = 'the worker account is not an address';
     else {
-      const unverified = await q.query(
-        `SELECT 1 FROM results r JOIN leases l ON l.id = r.lease_id
-         JOIN credit_unverified_workers u ON u.worker_id = l.worker_id WHERE r.id = $1`,
-        [r.resultId],
-      );
-      if (unverified.rows.length > 0) skip = 'the worker did not prove its account (unsigned hello)';
+      const conn = (
+        await q.query<{ unverified: boolean; pay_to: string | null }>(
+          `SELECT u.worker_id IS NOT NULL AS unverified, p.pay_to FROM results r JOIN leases l ON l.id = r.lease_id
+           LEFT JOIN credit_unverified_workers u ON u.worker_id = l.worker_id
+           LEFT JOIN credit_worker_payees p ON p.worker_id = l.worker_id WHERE r.id = $1`,
+          [r.resultId],
+        )
+      ).rows[0];
+      if (conn?.unverified) skip = 'the worker did not prove its account (unsigned hello)';
+      // The connection that delivered the result chose where its credit goes (hello.payTo); the worker stays the signer.
+      payee = conn?.pay_to ?? null;
     }
     const worker = skip === null ? normalizeAddress(r.account) : r.account;
     let perTflop = 0;
@@ -188,8 +197,8 @@ export class Credits {
     }
     await q.query(
       `INSERT INTO credit_intents (result_id, job_id, worker, price_per_tflop, flops, price, accepted_at, vest_at,
-                                   state, reason, settled_at)
-       VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11) ON CONFLICT (result_id) DO NOTHING`,
+                                   state, reason, settled_at, payee)
+       VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12) ON CONFLICT (result_id) DO NOTHING`,
       [
         r.resultId,
         r.jobId,
@@ -202,6 +211,7 @@ export class Credits {
         skip === null ? 'open' : 'skipped',
         skip,
         skip === null ? null : acceptedAt,
+        skip === null ? payee : null,
       ],
     );
   }
@@ -215,7 +225,18 @@ export class Credits {
   }
 
   /**
-   * A lost dispute: the worker's unvested credit (of one job, or all of it) goes back to the escrow it came from
+   * A connection that named hello.payTo: credit for its results goes to `payTo` (the ledger payee). Nothing else
+   * follows payTo: the connection acts as the key that signed its hello.
+   */
+  async markPayee(workerId: string, payTo: string): Promise<void> {
+    await this.opts.db.query(
+      'INSERT INTO credit_worker_payees (worker_id, pay_to, at) VALUES ($1, $2, $3) ON CONFLICT DO NOTHING',
+      [workerId, normalizeAddress(payTo), this.now()],
+    );
+  }
+
+  /**
+   * A lost dispute: the worker's unvested credit for the disputed job goes back to the escrow it came from
    * (or to the requester when the job was already refunded), less the treasury's fee. Accepted results not yet
    * credited are credited first, so that they are forfeited too. Idempotent by eventKey. This is what the
    * verification layer calls. Returns null for an account that is not an address (an unverified development
@@ -265,7 +286,7 @@ export class Credits {
     };
   }
 
-  /** A worker's credits, newest first: intent state until credited, then the ledger's pending / vested / forfeited. */
+  /** Credits an account earned as worker or received as payee (hello.payTo), newest first: intent state until credited, then the ledger's pending / vested / forfeited. */
   async creditsOf(
     worker: string,
     opts: { limit?: number; cursor?: string } = {},
@@ -276,7 +297,7 @@ export class Credits {
       `SELECT c.*, r.lease_id, lc.status AS ledger_status FROM credit_intents c
        LEFT JOIN results r ON r.id = c.result_id
        LEFT JOIN ledger_credits lc ON lc.result_id = c.result_id
-       WHERE c.worker = $1 AND ($2::bigint IS NULL OR (c.accepted_at, c.result_id) < ($2::bigint, $3::text))
+       WHERE (c.worker = $1 OR c.payee = $1) AND ($2::bigint IS NULL OR (c.accepted_at, c.result_id) < ($2::bigint, $3::text))
          AND ${PUBLISHED}
        ORDER BY c.accepted_at DESC, c.result_id DESC LIMIT $4`,
       [worker, beforeAt, beforeId, limit + 1],
