@@ -286,6 +286,23 @@ describe('leases one connection and one account may hold (finding #19)', () => {
   }, 120_000);
 });
 
+describe('release churn', () => {
+  it('a released unit is not handed back to the same account at once; another worker gets it', async () => {
+    c = await startTestCoordinator(testStore('pglite'));
+    const job = await postJob(c.url, oneRound({ name: 'churned' }));
+    const churner = await worker(c, 'churner');
+    const lease = await churner.lease();
+    churner.send({ type: 'release', leaseId: lease.leaseId });
+    await waitFor('the release', async () => (await leaseRow(c!, lease.leaseId)).status === 'released');
+    // Asking again at once: the unit it gave back is not its to take for a while, so it hears idle.
+    expect(await churner.tryLease()).toBeNull();
+    const honest = await worker(c, 'churn-honest');
+    const got = await honest.tryLease();
+    expect(got?.unit.dataSeed).toBe(lease.unit.dataSeed);
+    expect((await unitRow(c, job.id)).status).toBe('leased');
+  }, 60_000);
+});
+
 describe("one account's share of a round (finding #22)", () => {
   it('a trusted account gets at most its share of a round while others are online, and all of it when alone', async () => {
     c = await startTestCoordinator(testStore('pglite'));

@@ -72,6 +72,13 @@ export async function leaseHistory(
  * into the round.
  */
 export const ROUND_SHARE = 0.25;
+
+/**
+ * A unit an account gave back (released, let expire, or had rejected) is not leased to that account again for this
+ * long. Without it the cheapest-ranked worker that releases every lease at once is handed the same unit back by
+ * every ranked pass (460 times a minute in bench:adversary's release churn) and the unit never reaches anyone else.
+ */
+export const GIVEN_BACK_COOLDOWN_MS = 15_000;
 /** A worker whose heartbeat is older than this is not online. */
 export const ONLINE_WINDOW_MS = 30_000;
 /** An account counts as one of a job's workers for this long after it last took a lease of the job. */

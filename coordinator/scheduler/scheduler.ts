@@ -17,7 +17,7 @@ import type { Db, Queryable } from '../store/db.js';
 import { AuditCoordinator, type ResultRoute, verifyOptionsFromEnv } from '../verify/audit-coordinator.js';
 import { JOB_DEPENDENT_CODES, JobFaultWatch, UNIT_FAILED } from './job-fault.js';
 import { checkpointEvery, getJobRow, type JobRow, newJobId } from './job-repo.js';
-import { leaseHistory, mayLeaseMore, roundShareSql } from './lease-limits.js';
+import { GIVEN_BACK_COOLDOWN_MS, leaseHistory, mayLeaseMore, roundShareSql } from './lease-limits.js';
 import { trialStep } from './preflight.js';
 import { WeightCache } from './round-weights.js';
 
@@ -283,7 +283,8 @@ export class Scheduler extends EventEmitter {
          FROM units u JOIN jobs j ON j.id = u.job_id AND j.round = u.round
          WHERE u.status = 'pending' AND j.status IN ('queued', 'running')
            AND NOT EXISTS (SELECT 1 FROM leases l WHERE l.job_id = u.job_id AND l.round = u.round AND l.idx = u.idx
-                           AND l.status = 'active' AND l.account = $1)
+                           AND l.account = $1 AND (l.status = 'active' OR (l.status IN ('released', 'expired', 'rejected')
+                           AND l.ended_at > ${Math.floor(now - GIVEN_BACK_COOLDOWN_MS)})))
            ${extra ? `AND (${extra.sql})` : ''}
            AND (${audit.sql})
            AND ${roundShareSql('$1', `$${2 + (extra?.params.length ?? 0) + audit.params.length}`, now)}
