@@ -1,6 +1,6 @@
 import type { Ledger } from '../ledger/index.js';
 import type { Db } from '../store/db.js';
-import type { Credits, ForfeitRequest } from './credits.js';
+import type { CreditPort, ForfeitRequest } from './types.js';
 
 /**
  * Result statuses that earn credit: 'accepted' (the unit's result) and 'confirmed' (an independent audit copy that
@@ -65,7 +65,7 @@ export class CreditSweeper {
   private readonly now: () => number;
 
   constructor(
-    private readonly credits: Credits,
+    private readonly credits: CreditPort,
     private readonly db: Db,
     private readonly ledger: Ledger,
     private readonly opts: SweeperOptions,

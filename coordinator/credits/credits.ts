@@ -2,11 +2,12 @@ import { isAddress, normalizeAddress } from '../../shared/identity/address.js';
 import { estimateFlops } from '../../shared/train/train-unit.js';
 import { escrowId, type ForfeitResult, type Ledger, unitPrice } from '../ledger/index.js';
 import { workerPricePerTflop } from '../market/offers.js';
+import type { AcceptedResult, SchedulerHooks } from '../scheduler/hooks.js';
 import type { JobRow } from '../scheduler/job-repo.js';
-import type { AcceptedResult, SchedulerHooks } from '../scheduler/scheduler.js';
 import type { Db, Queryable } from '../store/db.js';
 import { CreditSweeper, PUBLISHED } from './credit-sweeper.js';
 import { toMicro } from './money.js';
+import type { ForfeitRequest } from './types.js';
 
 export interface CreditsOptions {
   db: Db;
@@ -23,21 +24,6 @@ export interface CreditsOptions {
   sweepEveryMs: number;
   log?: (msg: string, extra?: object) => void;
   now?: () => number;
-}
-
-export interface ForfeitRequest {
-  /** The account that lost the dispute (the key that signed the losing result's connection). */
-  worker: string;
-  /**
-   * The job of the disputed work: only its unvested credit is forfeited. Required: losing one dispute never takes
-   * what the worker earned on other jobs.
-   */
-  jobId: string;
-  reason: string;
-  /** Idempotency key, e.g. `forfeit:<unitId>:<account>`: the same key twice forfeits once. */
-  eventKey: string;
-  /** Treasury's share of the forfeited amount; the coordinator's FORFEIT_FEE_RATE when omitted. */
-  feeRate?: number;
 }
 
 export interface JobBilling {

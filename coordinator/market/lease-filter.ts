@@ -1,4 +1,4 @@
-import type { SchedulerHooks, WorkerIdentity } from '../scheduler/scheduler.js';
+import type { SchedulerHooks, WorkerIdentity } from '../scheduler/hooks.js';
 import type { Db } from '../store/db.js';
 import { workerPricePerTflop } from './offers.js';
 import { reliabilityOf } from './reliability.js';

@@ -15,19 +15,12 @@ import type { BlobStore } from '../store/blobs.js';
 import type { DatasetRepo } from '../store/datasets.js';
 import type { Db, Queryable } from '../store/db.js';
 import { AuditCoordinator, type ResultRoute, verifyOptionsFromEnv } from '../verify/audit-coordinator.js';
+import type { AcceptedResult, SchedulerHooks, WorkerIdentity } from './hooks.js';
 import { JOB_DEPENDENT_CODES, JobFaultWatch, UNIT_FAILED } from './job-fault.js';
 import { checkpointEvery, getJobRow, type JobRow, newJobId } from './job-repo.js';
 import { GIVEN_BACK_COOLDOWN_MS, leaseHistory, mayLeaseMore, roundShareSql } from './lease-limits.js';
 import { trialStep } from './preflight.js';
 import { WeightCache } from './round-weights.js';
-
-/** Who is asking: a connected worker and the account it proved. */
-export interface WorkerIdentity {
-  workerId: string;
-  account: string;
-  /** Network identity for the audit rule (coordinator/verify/network-address.ts); undefined when unknown. */
-  address?: string;
-}
 
 export type SubmitOutcome = { ok: true; resultId: string } | { ok: false; code: string; reason: string };
 
@@ -47,48 +40,6 @@ interface LeaseRow {
   audit_of: string | null;
   /** Micro-credits per TFLOP its result is credited at, fixed when issued; null: the job pays nothing. */
   price_per_tflop: number | string | null;
-}
-
-/** What an accepted result is, as the credit layer sees it (inside the accepting transaction). */
-export interface AcceptedResult {
-  resultId: string;
-  jobId: string;
-  owner: string | null;
-  round: number;
-  unit: number;
-  account: string;
-  flops: number;
-  examples: number;
-  /**
-   * 'primary': the unit's result, the one the round aggregates (one per unit). 'audit': an independent copy that
-   * confirmed it (the auditor did the same work). Results of audited units are accepted only once settled.
-   */
-  role?: 'primary' | 'audit';
-}
-
-/**
- * Extension points for the ledger, accounts and marketplace. Hooks that take a Queryable run inside the scheduler's
- * transaction, so what they write commits or rolls back with the state change they belong to.
- */
-export interface SchedulerHooks {
-  /** After the job row exists; throw to refuse the job (e.g. insufficient balance for its budget). */
-  onJobCreated?(q: Queryable, job: JobRow): Promise<void>;
-  /**
-   * When a result becomes final and valid, in the same transaction: once per result, at most one 'primary' per unit.
-   */
-  onResultAccepted?(q: Queryable, r: AcceptedResult): Promise<void>;
-  /** After a job completes, fails or is cancelled (refunds). */
-  onJobEnded?(job: JobRow): Promise<void>;
-  /**
-   * Extra SQL condition on candidate jobs `j` for this worker (marketplace filters), with its parameters; placeholders
-   * are numbered from `firstParam`.
-   */
-  leaseCondition?(who: WorkerIdentity, firstParam: number): Promise<{ sql: string; params: unknown[] } | null>;
-  /**
-   * In the lease transaction: the price per TFLOP (micro-credits) the result of this lease will be credited at, fixed
-   * now by the coordinator so that nothing the worker does later changes it; null when the job pays nothing.
-   */
-  leasePrice?(q: Queryable, who: WorkerIdentity, jobId: string): Promise<number | null>;
 }
 
 /** A claimed aggregation is retaken by someone else after this long (its claimant is presumed dead). */

@@ -6,9 +6,9 @@ import { decodeWeights } from '../../shared/train/weights-format.js';
 import type { DisputeParty, PartyId } from '../../shared/verify/bisect.js';
 import { type CheapCheckBounds, cheapCheck, DEFAULT_CHEAP_CHECK_BOUNDS } from '../../shared/verify/cheap-checks.js';
 import { setTrustReader } from '../credits/trust.js';
+import type { SchedulerHooks } from '../scheduler/hooks.js';
 import { checkpointEvery, getJobRow, type JobRow } from '../scheduler/job-repo.js';
 import type { WeightCache } from '../scheduler/round-weights.js';
-import type { SchedulerHooks } from '../scheduler/scheduler.js';
 import type { Db, Queryable } from '../store/db.js';
 import { DivergenceWatch } from './divergence.js';
 import {

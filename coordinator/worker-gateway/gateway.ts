@@ -16,7 +16,8 @@ import {
 } from '../../shared/protocol/messages.js';
 import { decodeResultEnvelope } from '../../shared/protocol/result-envelope.js';
 import type { WeightSet } from '../../shared/train/types.js';
-import type { Scheduler, WorkerIdentity } from '../scheduler/scheduler.js';
+import type { WorkerIdentity } from '../scheduler/hooks.js';
+import type { Scheduler } from '../scheduler/scheduler.js';
 import type { Db } from '../store/db.js';
 import { auditAddress } from '../verify/network-address.js';
 import { RevealHub } from '../verify/reveal-hub.js';
