@@ -214,7 +214,11 @@ export async function startCoordinator(overrides: Partial<CoordinatorConfig> = {
   });
   await app.register(swaggerUi, { routePrefix: '/api/v1/docs' });
   app.get('/api/v1/openapi.json', { schema: { hide: true } }, async () => app.swagger());
-  app.get('/api/v1/health', { schema: { hide: true } }, async () => ({ ok: true, store: db.kind }));
+  // Never rate limited: load balancers and monitors probe it often, from one address, and it costs nothing.
+  app.get('/api/v1/health', { schema: { hide: true }, config: { rateLimit: false } }, async () => ({
+    ok: true,
+    store: db.kind,
+  }));
 
   // Dataset uploads need a key like every requester write; datasets and blobs are their owners' (api/datasets.ts,
   // api/blobs.ts): workers read blobs with their lease.

@@ -28,11 +28,16 @@ interface Ready {
   requester: string;
 }
 
-export async function spawnCoordinator(kind: StoreKind = 'pglite', timeoutMs = 60_000): Promise<CoordinatorProcess> {
+export async function spawnCoordinator(
+  kind: StoreKind = 'pglite',
+  timeoutMs = 60_000,
+  /** Extra environment of the coordinator (its settings, README's configuration table). */
+  env: Record<string, string> = {},
+): Promise<CoordinatorProcess> {
   const child = spawn(process.execPath, ['--import', 'tsx', fileURLToPath(import.meta.url), kind], {
     cwd: process.cwd(),
     stdio: ['ignore', 'pipe', 'pipe'],
-    env: { ...process.env, SWARMGRAD_COORDINATOR_PROCESS: '1' },
+    env: { ...process.env, ...env, SWARMGRAD_COORDINATOR_PROCESS: '1' },
   });
   const output: string[] = [];
   const proc = { child, output, exited: null } as unknown as CoordinatorProcess;
