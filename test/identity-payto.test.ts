@@ -157,11 +157,23 @@ describe('hello.payTo routes credit and nothing else', () => {
     try {
       const { lease, answer } = await w.trainAndSubmit();
       expect(answer).toMatchObject({ type: 'ack' });
-      await c.credits.sweeper.creditOpen();
-      const { rows } = await c.db.query<{ worker: string; payee: string; status: string }>(
-        `SELECT lc.worker, lc.payee, lc.status FROM ledger_credits lc JOIN results r ON r.id = lc.result_id
-         WHERE r.lease_id = $1`,
-        [lease.leaseId],
+      // A credit is published (posted to the ledger) once its round is aggregated: the widget trains the round's
+      // other units meanwhile.
+      const rows = await waitFor(
+        'the widget credit to be published',
+        async () => {
+          await c.credits.sweeper.creditOpen();
+          const { rows } = await c.db.query<{ worker: string; payee: string; status: string }>(
+            `SELECT lc.worker, lc.payee, lc.status FROM ledger_credits lc JOIN results r ON r.id = lc.result_id
+             WHERE r.lease_id = $1`,
+            [lease.leaseId],
+          );
+          if (rows.length > 0) return rows;
+          const more = await w.tryLease(2_000).catch(() => null);
+          if (more) await w.submitRun(more, (await w.train(more)).out);
+          return null;
+        },
+        90_000,
       );
       expect(rows).toEqual([{ worker: widgetKey.address, payee: site.address, status: 'pending' }]);
       expect((await c.ledger.balances(site.address)).pending).toBeGreaterThan(0);

@@ -319,6 +319,9 @@ describe('bad input', () => {
     try {
       const job = await postJob(c.url, smallMnistJob({ rounds: 1, unitsPerRound: 1, targetAccuracy: undefined }));
       const w = await signedWorker(c.url, '0xbad');
+      // The worker takes the unit again right after each refusal (the cool-down on units given back is what
+      // test/lease-terms.test.ts checks).
+      c.scheduler.givenBackCooldownMs = 0;
       const lease = await w.lease();
       const { out } = await w.train(lease);
 
@@ -343,12 +346,14 @@ describe('bad input', () => {
       answer = await w.submit(header, payload);
       expect(answer).toMatchObject({ type: 'reject', code: 'hash_mismatch' });
 
-      // A copycat presenting someone else's lease without its token gets nothing.
+      // A copycat presenting someone else's lease without its token gets nothing. (It holds no lease, so its frames
+      // are bounded small: it sends a small payload; a full-size one closes its socket, test/hold-limits.test.ts.)
       const lease4 = await w.lease();
       const thief = await signedWorker(c.url, '0xthief');
-      answer = await thief.submit({ ...RawWorker.header(lease4, out, payload), token: 'x' }, payload);
+      const small = new Uint8Array(64);
+      answer = await thief.submit({ ...RawWorker.header(lease4, out, payload), token: 'x' }, small);
       expect(answer).toMatchObject({ type: 'reject', code: 'bad_token' });
-      answer = await thief.submit(RawWorker.header(lease4, out, payload), payload);
+      answer = await thief.submit(RawWorker.header(lease4, out, payload), small);
       expect(answer).toMatchObject({ type: 'reject', code: 'not_your_lease' });
       thief.close();
 

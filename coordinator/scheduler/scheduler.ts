@@ -96,6 +96,9 @@ export class Scheduler extends EventEmitter {
     });
   }
 
+  /** A unit an account gave back is not leased to it again for this long (lease-limits.ts; tests shorten it). */
+  givenBackCooldownMs = GIVEN_BACK_COOLDOWN_MS;
+
   private inflight = new Set<Promise<unknown>>();
 
   /** Background work (round aggregation) is tracked so shutdown can wait for it instead of cutting it off. */
@@ -235,7 +238,7 @@ export class Scheduler extends EventEmitter {
          WHERE u.status = 'pending' AND j.status IN ('queued', 'running')
            AND NOT EXISTS (SELECT 1 FROM leases l WHERE l.job_id = u.job_id AND l.round = u.round AND l.idx = u.idx
                            AND l.account = $1 AND (l.status = 'active' OR (l.status IN ('released', 'expired', 'rejected')
-                           AND l.ended_at > ${Math.floor(now - GIVEN_BACK_COOLDOWN_MS)})))
+                           AND l.ended_at > ${Math.floor(now - this.givenBackCooldownMs)})))
            ${extra ? `AND (${extra.sql})` : ''}
            AND (${audit.sql})
            AND ${roundShareSql('$1', `$${2 + (extra?.params.length ?? 0) + audit.params.length}`, now)}

@@ -51,6 +51,9 @@ function encodedWeightsBytes(w: WeightSet): number {
   return 8 + header + 3 + values * 4;
 }
 
+/** How far back an account's leases size a new connection's frame limit (a late result may still arrive). */
+const RECENT_LEASES_MS = 24 * 3_600_000;
+
 const checkClientMessage = TypeCompiler.Compile(ClientMessage);
 const checkResultHeader = TypeCompiler.Compile(ResultHeader);
 const checkRevealHeader = TypeCompiler.Compile(RevealHeader);
@@ -426,14 +429,15 @@ async function gateway(app: FastifyInstance, opts: GatewayOptions): Promise<void
           await allowFramesFor(c, await weightsOfLease(r.leaseId));
         }
       }
-      // Results of this account's other open leases (a lease of a previous connection, even expired, may still be
-      // delivered): their frames must fit too.
-      const open = await db.query<{ weights_hash: string }>(
+      // Results of this account's recent leases (a lease of a previous connection may still be delivered, even one
+      // that expired, was revoked or whose job ended meanwhile): their frames must fit too, so that a late result is
+      // refused with its reason (lease_expired, unit_already_completed, ...) instead of closing the socket as too big.
+      const recent = await db.query<{ weights_hash: string }>(
         `SELECT DISTINCT j.weights_hash FROM leases l JOIN jobs j ON j.id = l.job_id
-         WHERE l.account = $1 AND l.status IN ('active', 'expired') AND j.status IN ('queued', 'running') LIMIT 64`,
-        [account],
+         WHERE l.account = $1 AND l.created_at > $2 LIMIT 64`,
+        [account, now - RECENT_LEASES_MS],
       );
-      for (const row of open.rows) await allowFramesFor(c, row.weights_hash);
+      for (const row of recent.rows) await allowFramesFor(c, row.weights_hash);
       send(c, { type: 'welcome', protocol: PROTOCOL_VERSION, workerId, account, resumed });
       // After welcome: reveal requests still waiting for this account (a reconnect) are asked again here. A reveal
       // request raises the frame limit to what the state of that lease weighs before it leaves.
