@@ -1,3 +1,5 @@
+import { computeThreadsFromEnv } from './compute/threads.js';
+
 /** Coordinator settings, read once from the environment. The README lists every variable. */
 export interface CoordinatorConfig {
   port: number;
@@ -13,6 +15,8 @@ export interface CoordinatorConfig {
   datasetUploadQuotaBytes: number;
   /** Memory for decoded datasets (least recently used dropped first); decoded is ~4x the file size. */
   datasetCacheBytes: number;
+  /** Worker threads of the compute pool (tensor work off the event loop: coordinator/compute/pool.ts). */
+  computeThreads: number;
   /** Folder of the built web app; served at / when present. */
   webDir: string;
   /** How often expired leases are swept, ms. */
@@ -69,6 +73,7 @@ export function configFromEnv(env: NodeJS.ProcessEnv = process.env): Coordinator
     maxUploadBytes: intEnv(env.MAX_UPLOAD_BYTES, 64 * 1024 * 1024),
     datasetUploadQuotaBytes: intEnv(env.DATASET_UPLOAD_QUOTA_BYTES, 1024 * 1024 * 1024),
     datasetCacheBytes: intEnv(env.DATASET_CACHE_BYTES, 1024 * 1024 * 1024),
+    computeThreads: computeThreadsFromEnv(env),
     webDir: env.WEB_DIR ?? './dist/web',
     sweepEveryMs: intEnv(env.SWEEP_EVERY_MS, 1000),
     idleRetryMs: intEnv(env.IDLE_RETRY_MS, 2000),

@@ -87,8 +87,9 @@ describe('compute pool', () => {
   });
 
   it('rejects with the thread error, cancels between steps, and replaces a thread that dies', async () => {
-    await expect(pool.evaluate({ class_name: 'Nope', config: {} }, { names: [], shapes: [], data: [] }, dataset, {}))
-      .rejects.toThrow(/Nope/);
+    await expect(
+      pool.evaluate({ class_name: 'Nope', config: {} }, { names: [], shapes: [], data: [] }, dataset, {}),
+    ).rejects.toThrow(/Nope/);
 
     const start = await pool.buildInitialWeights(model);
     const s = spec({ steps: 400, batchSize: 32, checkpointEvery: 0 });

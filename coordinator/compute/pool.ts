@@ -1,10 +1,10 @@
-import { availableParallelism } from 'node:os';
 import { Worker } from 'node:worker_threads';
 import * as tf from '@tensorflow/tfjs';
 import type { JobSpec } from '../../shared/protocol/job-spec.js';
 import type { EvaluateOptions, EvaluateResult } from '../../shared/train/evaluate.js';
 import { TrainAborted } from '../../shared/train/train-unit.js';
-import type { Dataset, WeightSet } from '../../shared/train/types.js';
+import type { Dataset, TrainUnitSpec, WeightSet } from '../../shared/train/types.js';
+import type { StateLayout } from '../../shared/verify/bisect.js';
 import type { CheapCheckBounds, CheapCheckInput, CheapCheckResult } from '../../shared/verify/cheap-checks.js';
 import type { PreflightProblem } from '../scheduler/preflight.js';
 import type { Compute, TrainRequest, TrainResult } from './tasks.js';
@@ -22,18 +22,6 @@ import type { TaskMessage, TaskOp, TaskReply, ThreadData } from './wire.js';
  * A task that throws in a thread rejects with the same message (TrainAborted stays TrainAborted); a thread that dies
  * is replaced and its task rejected. A long run is cancelled between steps through a shared flag.
  */
-
-/** COMPUTE_THREADS, else 1 on machines with two cores or fewer, else min(4, cores - 1). */
-export function computeThreadsFromEnv(env: Record<string, string | undefined> = process.env): number {
-  const v = env.COMPUTE_THREADS;
-  if (v !== undefined && v !== '') {
-    const n = Number(v);
-    if (!Number.isInteger(n) || n < 1 || n > 64) throw new Error(`COMPUTE_THREADS: expected 1..64, got "${v}"`);
-    return n;
-  }
-  const cores = availableParallelism();
-  return cores <= 2 ? 1 : Math.min(4, cores - 1);
-}
 
 export interface ComputePoolOptions {
   threads: number;
@@ -113,8 +101,14 @@ export class ComputePool implements Compute {
   }
 
   trainUnit(req: TrainRequest): Promise<TrainResult> {
-    const { dataset, startWeights, shouldStop, ...rest } = req;
+    // Only the fields a run needs cross (callers pass their unit inputs with callbacks and extras).
+    const { dataset, startWeights, shouldStop, model, spec, indices, fromStep, fromState, toStep } = req;
+    const rest = { model, spec, indices, fromStep, fromState, toStep, keepCheckpointStates: req.keepCheckpointStates };
     return this.submit('trainUnit', { req: rest }, { dataset, startWeights }, shouldStop);
+  }
+
+  stateLayout(model: object, spec: TrainUnitSpec): Promise<StateLayout> {
+    return this.submit('stateLayout', { model, spec }, {});
   }
 
   /** Test-only: a task whose thread exits while running it. */
@@ -173,7 +167,11 @@ export class ComputePool implements Compute {
 
   private spawn(): Slot {
     const cancel = new Int32Array(new SharedArrayBuffer(4));
-    const data: ThreadData = { backend: this.backend, cancel: cancel.buffer as SharedArrayBuffer, testHooks: !!this.opts.testHooks };
+    const data: ThreadData = {
+      backend: this.backend,
+      cancel: cancel.buffer as SharedArrayBuffer,
+      testHooks: !!this.opts.testHooks,
+    };
     const worker = new Worker(threadUrl, { workerData: data });
     // Idle threads do not keep the process alive; a thread with a task does (start()).
     worker.unref();

@@ -2,10 +2,17 @@ import * as tf from '@tensorflow/tfjs';
 import type { JobSpec } from '../../shared/protocol/job-spec.js';
 import { type EvaluateOptions, type EvaluateResult, evaluateModel } from '../../shared/train/evaluate.js';
 import { trainUnit } from '../../shared/train/train-unit.js';
-import type { Dataset, TrainUnitInput, TrainUnitOutput, WeightSet } from '../../shared/train/types.js';
+import type { Dataset, TrainUnitInput, TrainUnitOutput, TrainUnitSpec, WeightSet } from '../../shared/train/types.js';
 import { weightsFromModel } from '../../shared/train/weights-format.js';
-import { type CheapCheckBounds, type CheapCheckInput, type CheapCheckResult, cheapCheck } from '../../shared/verify/cheap-checks.js';
+import type { StateLayout } from '../../shared/verify/bisect.js';
+import {
+  type CheapCheckBounds,
+  type CheapCheckInput,
+  type CheapCheckResult,
+  cheapCheck,
+} from '../../shared/verify/cheap-checks.js';
 import { type PreflightProblem, trialStep } from '../scheduler/preflight.js';
+import { stateLayoutOf } from './state-layout.js';
 
 /**
  * The tensor work the coordinator does, as named tasks. The compute pool (pool.ts) runs them in worker threads; the
@@ -15,7 +22,15 @@ import { type PreflightProblem, trialStep } from '../scheduler/preflight.js';
 /** A unit (or a segment of one) the coordinator trains itself: self-audit, divergence check, referee. */
 export type TrainRequest = Pick<
   TrainUnitInput,
-  'model' | 'spec' | 'startWeights' | 'dataset' | 'indices' | 'fromStep' | 'fromState' | 'toStep' | 'keepCheckpointStates'
+  | 'model'
+  | 'spec'
+  | 'startWeights'
+  | 'dataset'
+  | 'indices'
+  | 'fromStep'
+  | 'fromState'
+  | 'toStep'
+  | 'keepCheckpointStates'
 > & {
   /** Polled between steps: true abandons the run (it rejects with TrainAborted). */
   shouldStop?: () => boolean;
@@ -31,6 +46,8 @@ export interface Compute {
   cheapCheck(input: CheapCheckInput, bounds: CheapCheckBounds): Promise<CheapCheckResult>;
   evaluate(model: object, weights: WeightSet, dataset: Dataset, opts: EvaluateOptions): Promise<EvaluateResult>;
   trainUnit(req: TrainRequest): Promise<TrainResult>;
+  /** Names and shapes of a unit's training states (weights, then optimizer slots): builds the model. */
+  stateLayout(model: object, spec: TrainUnitSpec): Promise<StateLayout>;
   close(): Promise<void>;
 }
 
@@ -65,5 +82,6 @@ export const localCompute: Compute = {
   evaluate: evaluateModel,
   // Yield between steps: on the main thread sockets must keep being served while it trains.
   trainUnit: (req) => runTrainUnit(req, true),
+  stateLayout: stateLayoutOf,
   close: async () => {},
 };

@@ -1,9 +1,10 @@
 import { parentPort, workerData } from 'node:worker_threads';
-import { registerWasmGradientKernels } from '../../shared/train/wasm-gradient-kernels.js';
-import { initTfBackend } from '../tf-backend.js';
 import { evaluateModel } from '../../shared/train/evaluate.js';
+import { registerWasmGradientKernels } from '../../shared/train/wasm-gradient-kernels.js';
 import { cheapCheck } from '../../shared/verify/cheap-checks.js';
 import { trialStep } from '../scheduler/preflight.js';
+import { initTfBackend } from '../tf-backend.js';
+import { stateLayoutOf } from './state-layout.js';
 import { buildInitialWeights, runTrainUnit } from './tasks.js';
 import { type TaskMessage, type ThreadData, transferablesOf } from './wire.js';
 
@@ -67,6 +68,8 @@ async function run(msg: TaskMessage): Promise<unknown> {
         } as Parameters<typeof runTrainUnit>[0],
         false,
       );
+    case 'stateLayout':
+      return stateLayoutOf(a.model as object, resolve(a.spec));
     case 'exit':
       // Test-only: a thread that dies in the middle of a task (the pool must replace it and reject the task).
       if (data.testHooks) process.exit(3);

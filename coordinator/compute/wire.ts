@@ -1,6 +1,13 @@
 /** Messages between the compute pool (pool.ts) and its threads (thread.ts). */
 
-export type TaskOp = 'buildInitialWeights' | 'trialStep' | 'cheapCheck' | 'evaluate' | 'trainUnit' | 'exit';
+export type TaskOp =
+  | 'buildInitialWeights'
+  | 'trialStep'
+  | 'cheapCheck'
+  | 'evaluate'
+  | 'trainUnit'
+  | 'stateLayout'
+  | 'exit';
 
 /** An argument the thread already holds (sent once, kept by id): datasets and round weights are large. */
 export interface Ref {

@@ -1,22 +1,20 @@
 import { randomBytes, randomUUID } from 'node:crypto';
 import { EventEmitter } from 'node:events';
-import * as tf from '@tensorflow/tfjs';
 import { sha256Hex } from '../../shared/hash.js';
 import type { JobSpec } from '../../shared/protocol/job-spec.js';
 import type { LeaseMsg, ResultHeader } from '../../shared/protocol/messages.js';
 import { deriveDataSeed } from '../../shared/train/assign.js';
-import { evaluateModel } from '../../shared/train/evaluate.js';
 import { outerStep } from '../../shared/train/outer-optimizer.js';
 import type { WeightSet } from '../../shared/train/types.js';
-import { allFinite, decodeWeights, sameShapes, weightsFromModel } from '../../shared/train/weights-format.js';
+import { allFinite, decodeWeights, sameShapes } from '../../shared/train/weights-format.js';
 import { aggregateDeltas } from '../../shared/verify/aggregate.js';
+import { type Compute, localCompute } from '../compute/tasks.js';
 import type { BlobStore } from '../store/blobs.js';
 import type { DatasetRepo } from '../store/datasets.js';
 import type { Db, Queryable } from '../store/db.js';
 import { AuditCoordinator, type ResultRoute, verifyOptionsFromEnv } from '../verify/audit-coordinator.js';
 import { JOB_DEPENDENT_CODES, JobFaultWatch, UNIT_FAILED } from './job-fault.js';
 import { checkpointEvery, getJobRow, type JobRow, newJobId } from './job-repo.js';
-import { trialStep } from './preflight.js';
 import { WeightCache } from './round-weights.js';
 
 /** Who is asking: a connected worker and the account it proved. */
@@ -102,6 +100,8 @@ export class Scheduler extends EventEmitter {
     private readonly datasets: DatasetRepo,
     private readonly log: (msg: string, extra?: object) => void = () => {},
     readonly hooks: SchedulerHooks = {},
+    /** Where tensor work runs: the coordinator's compute pool (app.ts), in process when not given. */
+    readonly compute: Compute = localCompute,
   ) {
     super();
     this.weights = new WeightCache(blobs);
@@ -112,6 +112,7 @@ export class Scheduler extends EventEmitter {
         hooks,
         loadModel: (hash) => this.loadModelJson(hash),
         loadDataset: (id) => datasets.load(id),
+        compute,
         emit: (event, payload) => this.emit(event, payload),
         completeRound: (jobId, round) => this.maybeCompleteRound(jobId, round),
         track: (p) => this.track(p),
@@ -123,7 +124,7 @@ export class Scheduler extends EventEmitter {
     this.jobFaults = new JobFaultWatch({
       db,
       trial: async (job) =>
-        trialStep(
+        this.compute.trialStep(
           await this.loadModelJson(job.model_hash),
           job.spec,
           await datasets.load(job.dataset_id),
@@ -160,13 +161,7 @@ export class Scheduler extends EventEmitter {
   ): Promise<JobRow> {
     const modelBytes = new TextEncoder().encode(JSON.stringify(model));
     const modelHash = await this.blobs.put(modelBytes);
-    const built = await tf.models.modelFromJSON(model as Parameters<typeof tf.models.modelFromJSON>[0]);
-    let weights: WeightSet;
-    try {
-      weights = weightsFromModel(built);
-    } finally {
-      built.dispose();
-    }
+    let weights = await this.compute.buildInitialWeights(model);
     if (spec.initialWeights) {
       const given = await this.weights.get(spec.initialWeights).catch(() => null);
       if (!given) throw new SchedulerError(404, '/initialWeights', 'no weights blob with that id');
@@ -176,7 +171,7 @@ export class Scheduler extends EventEmitter {
       weights = given;
     }
     // Preflight (preflight.ts): a job no honest worker can complete is refused here, not failed on volunteers.
-    const problem = await trialStep(model, spec, await this.datasets.load(datasetId), weights);
+    const problem = await this.compute.trialStep(model, spec, await this.datasets.load(datasetId), weights);
     if (problem) throw new SchedulerError(400, problem.field, problem.message);
     const weightsHash = await this.weights.put(weights);
     const row = await this.db.tx(async (q) => {
@@ -702,7 +697,7 @@ export class Scheduler extends EventEmitter {
 
     const model = await this.loadModelJson(job.model_hash);
     const dataset = await this.datasets.load(job.dataset_id);
-    const evalResult = await evaluateModel(model, next.params, dataset, { loss: spec.loss });
+    const evalResult = await this.compute.evaluate(model, next.params, dataset, { loss: spec.loss });
     const examples = results.reduce((s, r) => s + r.examples, 0);
     const nextRound = job.round + 1;
     const reachedTarget = spec.targetAccuracy !== undefined && evalResult.accuracy >= spec.targetAccuracy;
