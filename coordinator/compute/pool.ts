@@ -7,7 +7,7 @@ import type { Dataset, TrainUnitSpec, WeightSet } from '../../shared/train/types
 import type { StateLayout } from '../../shared/verify/bisect.js';
 import type { CheapCheckBounds, CheapCheckInput, CheapCheckResult } from '../../shared/verify/cheap-checks.js';
 import type { PreflightProblem } from '../scheduler/preflight.js';
-import type { Compute, TrainRequest, TrainResult } from './tasks.js';
+import type { Compute, EncodedWeights, TrainRequest, TrainResult } from './tasks.js';
 import type { TaskMessage, TaskOp, TaskReply, ThreadData } from './wire.js';
 
 /**
@@ -40,6 +40,9 @@ interface Task {
   /** Large arguments sent by reference: name -> object. */
   big: Record<string, object>;
   shouldStop?: () => boolean;
+  keepResult: boolean;
+  /** The id the thread keeps the result under (when keepResult). */
+  resultRef?: number;
   resolve: (v: unknown) => void;
   reject: (e: Error) => void;
 }
@@ -84,7 +87,8 @@ export class ComputePool implements Compute {
   }
 
   buildInitialWeights(model: object): Promise<WeightSet> {
-    return this.submit('buildInitialWeights', { model }, {});
+    // The thread keeps a copy: the job's preflight (trialStep) sends these weights right back.
+    return this.submit('buildInitialWeights', { model }, {}, undefined, true);
   }
 
   trialStep(model: object, spec: JobSpec, dataset: Dataset, startWeights: WeightSet): Promise<PreflightProblem | null> {
@@ -111,6 +115,10 @@ export class ComputePool implements Compute {
     return this.submit('stateLayout', { model, spec }, {});
   }
 
+  encodeWeights(weights: WeightSet): Promise<EncodedWeights> {
+    return this.submit('encodeWeights', {}, { weights });
+  }
+
   /** Test-only: a task whose thread exits while running it. */
   crashThreadForTest(): Promise<never> {
     return this.submit('exit', {}, {});
@@ -134,6 +142,7 @@ export class ComputePool implements Compute {
     args: Record<string, unknown>,
     big: Record<string, object>,
     shouldStop?: () => boolean,
+    keepResult = false,
   ): Promise<T> {
     if (this.closed) return Promise.reject(new TrainAborted('the compute pool is closed'));
     return new Promise<T>((resolve, reject) => {
@@ -143,6 +152,7 @@ export class ComputePool implements Compute {
         args,
         big,
         ...(shouldStop ? { shouldStop } : {}),
+        keepResult,
         resolve: resolve as (v: unknown) => void,
         reject,
       });
@@ -180,6 +190,11 @@ export class ComputePool implements Compute {
       const task = slot.task;
       if (!task || task.id !== r.id) return;
       this.finish(slot);
+      if (r.ok && task.keepResult && r.value && typeof r.value === 'object') {
+        // The thread kept a copy under the id the task reserved: known there from now on.
+        this.refIds.set(r.value, task.resultRef as number);
+        slot.held.add(task.resultRef as number);
+      }
       if (r.ok) task.resolve(r.value);
       else task.reject(errorFrom(r.error));
     });
@@ -225,6 +240,10 @@ export class ComputePool implements Compute {
     Atomics.store(slot.cancel, 0, 0);
     slot.worker.ref();
     const msg: TaskMessage = { id: task.id, op: task.op, args, put, drop };
+    if (task.keepResult) {
+      task.resultRef = this.nextRef++;
+      msg.keepResultAs = task.resultRef;
+    }
     try {
       slot.worker.postMessage(msg);
     } catch (err) {

@@ -1,9 +1,10 @@
 import * as tf from '@tensorflow/tfjs';
+import { sha256HexAsync } from '../../shared/hash.js';
 import type { JobSpec } from '../../shared/protocol/job-spec.js';
 import { type EvaluateOptions, type EvaluateResult, evaluateModel } from '../../shared/train/evaluate.js';
 import { trainUnit } from '../../shared/train/train-unit.js';
 import type { Dataset, TrainUnitInput, TrainUnitOutput, TrainUnitSpec, WeightSet } from '../../shared/train/types.js';
-import { weightsFromModel } from '../../shared/train/weights-format.js';
+import { encodeWeights, weightsFromModel } from '../../shared/train/weights-format.js';
 import type { StateLayout } from '../../shared/verify/bisect.js';
 import {
   type CheapCheckBounds,
@@ -39,6 +40,16 @@ export type TrainRequest = Pick<
 /** trainUnit's output, and how many steps the run actually took (the referee counts them). */
 export type TrainResult = TrainUnitOutput & { stepsRun: number };
 
+export interface EncodedWeights {
+  bytes: Uint8Array;
+  hash: string;
+}
+
+export async function encodeAndHash(w: WeightSet): Promise<EncodedWeights> {
+  const bytes = encodeWeights(w);
+  return { bytes, hash: await sha256HexAsync(bytes) };
+}
+
 export interface Compute {
   /** The initial weights tfjs gives a model built from its JSON. */
   buildInitialWeights(model: object): Promise<WeightSet>;
@@ -46,6 +57,8 @@ export interface Compute {
   cheapCheck(input: CheapCheckInput, bounds: CheapCheckBounds): Promise<CheapCheckResult>;
   evaluate(model: object, weights: WeightSet, dataset: Dataset, opts: EvaluateOptions): Promise<EvaluateResult>;
   trainUnit(req: TrainRequest): Promise<TrainResult>;
+  /** The weights blob (shared/train/weights-format.ts) and its sha256: megabytes to copy and hash. */
+  encodeWeights(w: WeightSet): Promise<EncodedWeights>;
   /** Names and shapes of a unit's training states (weights, then optimizer slots): builds the model. */
   stateLayout(model: object, spec: TrainUnitSpec): Promise<StateLayout>;
   close(): Promise<void>;
@@ -83,5 +96,6 @@ export const localCompute: Compute = {
   // Yield between steps: on the main thread sockets must keep being served while it trains.
   trainUnit: (req) => runTrainUnit(req, true),
   stateLayout: stateLayoutOf,
+  encodeWeights: encodeAndHash,
   close: async () => {},
 };

@@ -1,11 +1,13 @@
 import { parentPort, workerData } from 'node:worker_threads';
 import { evaluateModel } from '../../shared/train/evaluate.js';
+import type { WeightSet } from '../../shared/train/types.js';
 import { registerWasmGradientKernels } from '../../shared/train/wasm-gradient-kernels.js';
+import { cloneWeights } from '../../shared/train/weights-format.js';
 import { cheapCheck } from '../../shared/verify/cheap-checks.js';
 import { trialStep } from '../scheduler/preflight.js';
 import { initTfBackend } from '../tf-backend.js';
 import { stateLayoutOf } from './state-layout.js';
-import { buildInitialWeights, runTrainUnit } from './tasks.js';
+import { buildInitialWeights, encodeAndHash, runTrainUnit } from './tasks.js';
 import { type TaskMessage, type ThreadData, transferablesOf } from './wire.js';
 
 /**
@@ -70,6 +72,8 @@ async function run(msg: TaskMessage): Promise<unknown> {
       );
     case 'stateLayout':
       return stateLayoutOf(a.model as object, resolve(a.spec));
+    case 'encodeWeights':
+      return encodeAndHash(resolve(a.weights));
     case 'exit':
       // Test-only: a thread that dies in the middle of a task (the pool must replace it and reject the task).
       if (data.testHooks) process.exit(3);
@@ -82,15 +86,20 @@ async function run(msg: TaskMessage): Promise<unknown> {
 port.on('message', (msg: TaskMessage) => {
   for (const id of msg.drop) refs.delete(id);
   for (const [id, v] of msg.put) refs.set(id, v);
-  run(msg).then(
-    (value) => port.postMessage({ id: msg.id, ok: true, value }, transferablesOf(value, heldBuffers())),
-    (err: unknown) => {
-      const e = err as { name?: unknown; message?: unknown } | null;
-      port.postMessage({
-        id: msg.id,
-        ok: false,
-        error: { name: String(e?.name ?? 'Error'), message: String(e?.message ?? err) },
-      });
-    },
-  );
+  run(msg)
+    .then((value) => {
+      if (msg.keepResultAs !== undefined) refs.set(msg.keepResultAs, cloneWeights(value as WeightSet));
+      return value;
+    })
+    .then(
+      (value) => port.postMessage({ id: msg.id, ok: true, value }, transferablesOf(value, heldBuffers())),
+      (err: unknown) => {
+        const e = err as { name?: unknown; message?: unknown } | null;
+        port.postMessage({
+          id: msg.id,
+          ok: false,
+          error: { name: String(e?.name ?? 'Error'), message: String(e?.message ?? err) },
+        });
+      },
+    );
 });

@@ -7,6 +7,7 @@ export type TaskOp =
   | 'evaluate'
   | 'trainUnit'
   | 'stateLayout'
+  | 'encodeWeights'
   | 'exit';
 
 /** An argument the thread already holds (sent once, kept by id): datasets and round weights are large. */
@@ -22,6 +23,8 @@ export interface TaskMessage {
   put: [number, unknown][];
   /** Ids the thread may forget. */
   drop: number[];
+  /** Keep a copy of the result under this id (the caller will likely send it back: new weights to preflight). */
+  keepResultAs?: number;
 }
 
 export type TaskReply =

@@ -173,7 +173,7 @@ export class Scheduler extends EventEmitter {
     // Preflight (preflight.ts): a job no honest worker can complete is refused here, not failed on volunteers.
     const problem = await this.compute.trialStep(model, spec, await this.datasets.load(datasetId), weights);
     if (problem) throw new SchedulerError(400, problem.field, problem.message);
-    const weightsHash = await this.weights.put(weights);
+    const weightsHash = await this.weights.put(weights, await this.compute.encodeWeights(weights));
     const row = await this.db.tx(async (q) => {
       await q.query(
         `INSERT INTO jobs (id, owner, name, spec, status, round, rounds, model_hash, dataset_id, weights_hash)

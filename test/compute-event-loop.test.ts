@@ -1,0 +1,82 @@
+import { spawn } from 'node:child_process';
+import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { mnistMlpModel } from '../shared/train/templates.js';
+import { postJob, smallMnistJob, startTestCoordinator, type TestCoordinator, testStore } from './helpers/cluster.js';
+
+/**
+ * Tensor work never runs on the coordinator's event loop (coordinator/compute/pool.ts): while it builds and
+ * preflights a 20M-parameter job, the health probe is answered as fast as ever. The probe runs in its own process, so
+ * a blocked event loop here cannot hide its own delay.
+ */
+
+const PROBE = `
+const url = process.argv[1];
+const lat = [];
+let stop = false;
+process.stdin.on('data', () => { stop = true; });
+process.stdin.on('end', () => { stop = true; });
+(async () => {
+  process.stdout.write('ready\\n');
+  while (!stop) {
+    const t0 = performance.now();
+    const r = await fetch(url);
+    await r.text();
+    lat.push(performance.now() - t0);
+    await new Promise((res) => setTimeout(res, 50));
+  }
+  process.stdout.write(JSON.stringify(lat) + '\\n');
+  process.exit(0);
+})();
+`;
+
+/** Probes `url` every 50 ms in a separate process until `during` settles; returns every latency, ms. */
+async function probeWhile(url: string, during: () => Promise<unknown>): Promise<number[]> {
+  const child = spawn(process.execPath, ['-e', PROBE, url], { stdio: ['pipe', 'pipe', 'inherit'] });
+  let out = '';
+  child.stdout.on('data', (d: Buffer) => {
+    out += d.toString();
+  });
+  const exited = new Promise<void>((resolve) => child.on('exit', () => resolve()));
+  const deadline = Date.now() + 30_000;
+  while (!out.includes('ready') && Date.now() < deadline) await new Promise((r) => setTimeout(r, 20));
+  // A few probes before the work starts.
+  await new Promise((r) => setTimeout(r, 300));
+  try {
+    await during();
+  } finally {
+    await new Promise((r) => setTimeout(r, 300));
+    child.stdin.end();
+    await exited;
+  }
+  return JSON.parse(out.split('\n')[1]) as number[];
+}
+
+describe('the event loop stays free', () => {
+  let c: TestCoordinator;
+
+  beforeAll(async () => {
+    c = await startTestCoordinator(testStore('pglite'));
+    // Warm up: the compute thread starts and MNIST is decoded once (the dataset cache), as on a running coordinator.
+    await postJob(c.url, smallMnistJob({ rounds: 1 }));
+  }, 120_000);
+  afterAll(async () => {
+    await c?.destroy();
+  });
+
+  it('answers GET /api/v1/health within 100 ms every time while a 20M-parameter job is created', async () => {
+    const model = mnistMlpModel(25_000); // 784 x 25000 + 25000 x 10: 19.9M parameters
+    let created = '';
+    const t0 = performance.now();
+    const latencies = await probeWhile(`${c.url}/api/v1/health`, async () => {
+      created = (await postJob(c.url, smallMnistJob({ name: 'big', model, rounds: 1 }))).id;
+    });
+    const ms = performance.now() - t0;
+    expect(created).not.toBe('');
+    const max = Math.max(...latencies);
+    console.log(
+      `health during job creation (${Math.round(ms)} ms): ${latencies.length} probes, max ${max.toFixed(1)} ms`,
+    );
+    expect(latencies.length).toBeGreaterThan(5);
+    expect(max).toBeLessThan(100);
+  }, 120_000);
+});
