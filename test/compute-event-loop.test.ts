@@ -1,7 +1,15 @@
 import { spawn } from 'node:child_process';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import type { ComputePool } from '../coordinator/compute/pool.js';
 import { mnistMlpModel } from '../shared/train/templates.js';
-import { postJob, smallMnistJob, startTestCoordinator, type TestCoordinator, testStore } from './helpers/cluster.js';
+import {
+  postJob,
+  smallMnistJob,
+  startTestCoordinator,
+  type TestCoordinator,
+  testStore,
+  waitFor,
+} from './helpers/cluster.js';
 
 /**
  * Tensor work never runs on the coordinator's event loop (coordinator/compute/pool.ts): while it builds and
@@ -78,5 +86,38 @@ describe('the event loop stays free', () => {
     );
     expect(latencies.length).toBeGreaterThan(5);
     expect(max).toBeLessThan(100);
+  }, 120_000);
+});
+
+describe('a compute thread that dies', () => {
+  let c: TestCoordinator;
+
+  beforeAll(async () => {
+    c = await startTestCoordinator(testStore('pglite'));
+  }, 120_000);
+  afterAll(async () => {
+    await c?.destroy();
+  });
+
+  it('fails the request it was serving with 503 (escrow refunded, nothing hangs); the next job is served', async () => {
+    const pool = c.scheduler.compute as ComputePool;
+    const before = await c.ledger.balances(c.requester.address);
+    const res = fetch(`${c.url}/api/v1/jobs`, {
+      method: 'POST',
+      headers: { 'content-type': 'application/json', authorization: `Bearer ${c.requester.apiKey}` },
+      body: JSON.stringify(smallMnistJob({ name: 'killed', model: mnistMlpModel(25_000), rounds: 1 })),
+    });
+    // Kill the thread while it builds the 20M-parameter model (the first task of the job; it takes seconds).
+    await waitFor('the compute thread to start', async () => (pool.size > 0 ? true : null), 30_000);
+    await new Promise((r) => setTimeout(r, 300));
+    await pool.killThreadsForTest();
+    const r = await res;
+    expect(r.status).toBe(503);
+    const after = await c.ledger.balances(c.requester.address);
+    expect(after.available).toBe(before.available);
+    expect(after.escrow).toBe(before.escrow);
+
+    const job = await postJob(c.url, smallMnistJob({ rounds: 1 }));
+    expect(job.id).toMatch(/\S/);
   }, 120_000);
 });

@@ -8,7 +8,7 @@ import type { StateLayout } from '../../shared/verify/bisect.js';
 import type { CheapCheckBounds, CheapCheckInput, CheapCheckResult } from '../../shared/verify/cheap-checks.js';
 import type { PreflightProblem } from '../scheduler/preflight.js';
 import type { Compute, EncodedWeights, TrainRequest, TrainResult } from './tasks.js';
-import type { TaskMessage, TaskOp, TaskReply, ThreadData } from './wire.js';
+import { ComputeThreadDied, type TaskMessage, type TaskOp, type TaskReply, type ThreadData } from './wire.js';
 
 /**
  * The coordinator's tensor work (initial weights and the preflight trial of a new job, cheap checks, round
@@ -19,6 +19,7 @@ import type { TaskMessage, TaskOp, TaskReply, ThreadData } from './wire.js';
  *
  * Tasks queue FIFO and go to the first idle thread. Datasets and round weights are sent to a thread once and kept
  * there by object identity (a few per thread, least recently used dropped); results move back as transferred buffers.
+ * (Datasets and weight sets are never changed in place once made, which is what makes identity a safe key.)
  * A task that throws in a thread rejects with the same message (TrainAborted stays TrainAborted); a thread that dies
  * is replaced and its task rejected. A long run is cancelled between steps through a shared flag.
  */
@@ -124,6 +125,11 @@ export class ComputePool implements Compute {
     return this.submit('exit', {}, {});
   }
 
+  /** Test-only: kills every thread at once, as the OS would (the pool replaces them for the next tasks). */
+  async killThreadsForTest(): Promise<void> {
+    await Promise.all(this.slots.map((s) => s.worker.terminate()));
+  }
+
   /** Queued tasks reject, running ones are cancelled (between steps) and awaited, then the threads end. */
   async close(): Promise<void> {
     if (this.closed) return;
@@ -204,7 +210,7 @@ export class ComputePool implements Compute {
       this.slots.splice(i, 1);
       const task = slot.task;
       slot.task = null;
-      task?.reject(new Error(`compute thread died running ${task.op}: ${why}`));
+      task?.reject(new ComputeThreadDied(`compute thread died running ${task.op}: ${why}`));
       void worker.terminate();
       // Its replacement starts on demand, for the next task in the queue.
       if (!this.closed) this.pump();

@@ -55,3 +55,11 @@ export function transferablesOf(value: unknown, keep: ReadonlySet<ArrayBufferLik
   walk(value, 0);
   return [...out];
 }
+
+/** The thread running a task died (out of memory, killed): the coordinator's failure, not the task's input. */
+export class ComputeThreadDied extends Error {
+  constructor(message: string) {
+    super(message);
+    this.name = 'ComputeThreadDied';
+  }
+}
