@@ -2,6 +2,7 @@ import { spawnSync } from 'node:child_process';
 import { existsSync, readFileSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { startCoordinator } from '../coordinator/app.js';
+import { devConveniences } from '../coordinator/config.js';
 import { toMicro } from '../coordinator/credits/money.js';
 import { demoJobSpec } from '../coordinator/demo-job.js';
 import { addressFromPrivateKey, generatePrivateKey, type Hex } from '../shared/identity/index.js';
@@ -36,7 +37,8 @@ async function demoRequester(): Promise<{ address: string; apiKey: string }> {
     saved.apiKey = (await c.accounts.createApiKey(saved.address, 'demo (npm start)')).key;
   }
   writeFileSync(file, `${JSON.stringify(saved, null, 2)}\n`, { mode: 0o600 });
-  // One faucet deposit per demo account: the event key makes a restart a no-op.
+  // One deposit per demo account, made in this process (not through the HTTP faucet, which stays closed unless
+  // this coordinator listens on loopback only): the event key makes a restart a no-op.
   await c.ledger.deposit(saved.address, toMicro(DEMO_CREDITS), `faucet:demo:${saved.address}`, 'npm start demo');
   return { address: saved.address, apiKey: saved.apiKey };
 }
@@ -60,8 +62,12 @@ if (c.config.devMode) {
     demo = res.json();
   }
   const auth = `-H 'Authorization: Bearer ${requester.apiKey}'`;
-  lines = `demo requester ${requester.address}: ${DEMO_CREDITS} faucet credits, owns demo job ${demo.id} (${demo.status})
+  const faucet = devConveniences(c.config)
+    ? 'open (development mode on loopback)'
+    : `closed: listening on ${c.config.host}, so only an admin key (ADMIN_KEYS) may mint; HOST=127.0.0.1 opens it`;
+  lines = `demo requester ${requester.address}: ${DEMO_CREDITS} credits, owns demo job ${demo.id} (${demo.status})
 dev API key: ${requester.apiKey}
+HTTP faucet: ${faucet}
 
 Next:
   • contribute from this machine:   npm run worker -- --coordinator ${c.url}

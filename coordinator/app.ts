@@ -1,6 +1,6 @@
 import swagger from '@fastify/swagger';
 import swaggerUi from '@fastify/swagger-ui';
-import Fastify, { type FastifyInstance } from 'fastify';
+import Fastify, { type FastifyInstance, type FastifyServerOptions } from 'fastify';
 import type { Address } from '../shared/identity/address.js';
 import { Accounts, accountsMigrations } from './accounts/index.js';
 import { accountLinkApi } from './api/account-link.js';
@@ -9,12 +9,13 @@ import { authApi, BEARER, RequestAuth, workerGatewayAuth } from './api/auth.js';
 import { blobsApi } from './api/blobs.js';
 import { closeKeepAliveOnShutdown } from './api/close-keep-alive.js';
 import { datasetsApi } from './api/datasets.js';
-import { installErrorHandler } from './api/errors.js';
+import { installErrorHandler, rejectNulCharacters } from './api/errors.js';
 import { jobsApi } from './api/jobs.js';
+import { rateLimits } from './api/limits.js';
 import { marketApi } from './api/market.js';
 import { webApp } from './api/web.js';
 import { ComputePool } from './compute/pool.js';
-import { type CoordinatorConfig, configFromEnv } from './config.js';
+import { type CoordinatorConfig, configFromEnv, devConveniences } from './config.js';
 import { Credits, creditsMigrations, loadCoordinatorKey, toMicro } from './credits/index.js';
 import { Ledger, ledgerMigrations } from './ledger/index.js';
 import { marketLeaseCondition, marketMigrations, marketWorkerRanking, Offers } from './market/index.js';
@@ -51,6 +52,28 @@ export interface Coordinator {
   close(): Promise<void>;
 }
 
+/**
+ * TRUST_PROXY as Fastify takes it: a hop count n trusts the n proxies nearest to us (as Fastify does with an integer).
+ * Unset: no proxy is trusted, the socket's peer is the client.
+ */
+function trustProxyOption(v: CoordinatorConfig['trustProxy']): Pick<FastifyServerOptions, 'trustProxy'> {
+  if (v === undefined) return {};
+  if (typeof v === 'number') return { trustProxy: (_address: string, hop: number) => hop < v };
+  return { trustProxy: v };
+}
+
+/**
+ * Production needs the name clients reach it on: sign-in messages and worker challenges must name it, and a guessed
+ * `localhost:<port>` would either lock every real client out or accept messages made for another server.
+ */
+export function checkProductionConfig(config: Pick<CoordinatorConfig, 'devMode' | 'publicDomain'>): void {
+  if (config.devMode || config.publicDomain) return;
+  throw new Error(
+    'PUBLIC_DOMAIN is required when NODE_ENV=production: set it to the host[:port] clients reach this coordinator on ' +
+      '(e.g. PUBLIC_DOMAIN=swarmgrad.example.org); sign-in messages and worker challenges must name it',
+  );
+}
+
 /** Every domain's migrations, applied in id order at startup. */
 export function allMigrations(): Migration[] {
   return [
@@ -69,6 +92,7 @@ export function allMigrations(): Migration[] {
  */
 export async function startCoordinator(overrides: Partial<CoordinatorConfig> = {}): Promise<Coordinator> {
   const config: CoordinatorConfig = { ...configFromEnv(), ...overrides };
+  checkProductionConfig(config);
   await initTfBackend();
   // Tensor work (preflight, cheap checks, evaluation, audits, referee) runs in these threads, never on the event loop.
   const compute = new ComputePool({ threads: config.computeThreads });
@@ -82,11 +106,17 @@ export async function startCoordinator(overrides: Partial<CoordinatorConfig> = {
   });
   await datasets.ensureBuiltins();
 
-  const app = Fastify({
+  const serverOptions: FastifyServerOptions = {
     logger: { level: config.logLevel },
-    bodyLimit: config.maxUploadBytes,
+    // Small bodies everywhere; only the authenticated dataset upload takes up to maxUploadBytes (its own route limit,
+    // its key checked in onRequest before the body is read).
+    bodyLimit: config.maxBodyBytes,
+    requestTimeout: config.requestTimeoutMs,
+    connectionTimeout: config.connectionTimeoutMs,
+    ...trustProxyOption(config.trustProxy),
     ajv: { customOptions: { removeAdditional: false, coerceTypes: false, allErrors: false } },
-  });
+  };
+  const app = Fastify(serverOptions);
   const log = (msg: string, extra?: object) => app.log.info(extra ?? {}, msg);
   closeKeepAliveOnShutdown(app);
 
@@ -110,6 +140,7 @@ export async function startCoordinator(overrides: Partial<CoordinatorConfig> = {
     paramCount: async (hash): Promise<number> =>
       (await scheduler.weights.get(hash)).shapes.reduce((n, shape) => n + shape.reduce((a, b) => a * b, 1), 0),
     defaultPricePerTflop: defaultPrice,
+    defaultMaxPricePerTflop: toMicro(config.defaultMaxPricePerTflop),
     challengeWindowMs: config.challengeWindowMs,
     forfeitFeeRate: config.forfeitFeeRate,
     refundGraceMs: config.refundGraceMs,
@@ -125,6 +156,7 @@ export async function startCoordinator(overrides: Partial<CoordinatorConfig> = {
       ...credits.hooks(),
       leaseCondition: marketLeaseCondition(db, {
         defaultPricePerTflop: defaultPrice,
+        defaultMaxPricePerTflop: toMicro(config.defaultMaxPricePerTflop),
         reliabilityMinLeases: config.reliabilityMinLeases,
       }),
     },
@@ -145,19 +177,32 @@ export async function startCoordinator(overrides: Partial<CoordinatorConfig> = {
       : null;
   // A lost dispute (verification) forfeits the loser's unvested credit. Idempotent by the forfeit's event key; the
   // credit sweeper's forfeit source catches up on any event this process missed.
-  scheduler.on('forfeit', (f: { eventKey: string; worker: string; reason: string }) => {
+  // Always scoped to the disputed job: one lost dispute never takes credit earned on other jobs.
+  scheduler.on('forfeit', (f: { eventKey: string; worker: string; reason: string; jobId: string }) => {
     credits
-      .forfeit({ worker: f.worker, reason: f.reason, eventKey: f.eventKey })
+      .forfeit({ worker: f.worker, jobId: f.jobId, reason: f.reason, eventKey: f.eventKey })
       .then(() => markForfeitDelivered(db, f.eventKey))
       .catch((err) => app.log.error({ err, eventKey: f.eventKey }, 'forfeit failed'));
   });
   credits.sweeper.setForfeitSource({
     undelivered: async () =>
-      (await undeliveredForfeits(db)).map((f) => ({ worker: f.worker, reason: f.reason, eventKey: f.eventKey })),
+      (await undeliveredForfeits(db)).map((f) => ({
+        worker: f.worker,
+        jobId: f.jobId,
+        reason: f.reason,
+        eventKey: f.eventKey,
+      })),
     delivered: (eventKey) => markForfeitDelivered(db, eventKey),
   });
   const auth = new RequestAuth(accounts, config.adminKeys);
   installErrorHandler(app);
+  rejectNulCharacters(app);
+  // Before every route, so that each one (and the worker socket's upgrade) is counted.
+  await app.register(rateLimits, {
+    perAddress: config.rateLimitPerAddress,
+    perAccount: config.rateLimitPerAccount,
+    auth,
+  });
 
   await app.register(swagger, {
     openapi: {
@@ -202,7 +247,8 @@ export async function startCoordinator(overrides: Partial<CoordinatorConfig> = {
     ledger,
     credits,
     auth,
-    devMode: config.devMode,
+    // Minting credit without an admin key: only a development coordinator that this machine alone can reach.
+    devMode: devConveniences(config),
     faucetMaxCredits: config.faucetMaxCredits,
     reliabilityMinLeases: config.reliabilityMinLeases,
     signer: {
@@ -236,6 +282,7 @@ export async function startCoordinator(overrides: Partial<CoordinatorConfig> = {
       accounts,
       requireWorkerAuth: config.requireWorkerAuth,
       markUnverified: (workerId, account) => credits.markUnverified(workerId, account),
+      markPayee: (workerId, payTo) => credits.markPayee(workerId, payTo),
     }),
   });
   await app.register(webApp, { webDir: config.webDir });

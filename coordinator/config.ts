@@ -9,7 +9,10 @@ export interface CoordinatorConfig {
   databaseUrl?: string;
   /** PostgreSQL schema (tests isolate themselves with one). */
   databaseSchema?: string;
-  /** Largest accepted upload (datasets, weights), bytes. */
+  /**
+   * Largest accepted upload (the authenticated dataset upload), bytes; also the ceiling of a worker's result frame
+   * (each frame is bounded by its unit's model size below that).
+   */
   maxUploadBytes: number;
   /** Dataset bytes one account may upload per rolling 24 hours (0: unlimited); 429 above. */
   datasetUploadQuotaBytes: number;
@@ -17,13 +20,31 @@ export interface CoordinatorConfig {
   datasetCacheBytes: number;
   /** Worker threads of the compute pool (tensor work off the event loop: coordinator/compute/pool.ts). */
   computeThreads: number;
+  /** Largest body of every other request, bytes (413 above, refused from Content-Length before reading). */
+  maxBodyBytes: number;
+  /** A request must arrive in full within this, ms (0: no limit). */
+  requestTimeoutMs: number;
+  /** An idle HTTP connection is closed after this, ms (WebSockets excepted: they have their own hello timeout). */
+  connectionTimeoutMs: number;
+  /** Requests (and WebSocket connections) per minute from one network address; 0 turns the limit off. */
+  rateLimitPerAddress: number;
+  /** Requests per minute of one authenticated account (bearer token), over all its addresses; 0: off. */
+  rateLimitPerAccount: number;
+  /**
+   * Fastify's trustProxy: which proxies' X-Forwarded-For to believe for a client's address (`true`, a hop count, or
+   * comma-separated addresses / CIDRs). Unset: none, the socket's peer is the client.
+   */
+  trustProxy?: boolean | number | string;
   /** Folder of the built web app; served at / when present. */
   webDir: string;
   /** How often expired leases are swept, ms. */
   sweepEveryMs: number;
   /** How long an idle worker waits before asking again, ms. */
   idleRetryMs: number;
-  /** Development mode enables the faucet and the demo job, and lets jobs run without a budget. */
+  /**
+   * Development mode: `npm start` sets up the demo job and jobs may run without a budget; listening on loopback only,
+   * it also opens the faucet (devConveniences).
+   */
   devMode: boolean;
   /** Name of this replica in logs and worker rows. */
   replicaId: string;
@@ -49,6 +70,8 @@ export interface CoordinatorConfig {
   // ---- credits and marketplace ----
   /** Price of a TFLOP for workers without an offer (the network's default donation price), in credits. */
   defaultPricePerTflop: number;
+  /** Most a job pays per TFLOP when its spec sets no market.maxPricePerTflop, in credits. */
+  defaultMaxPricePerTflop: number;
   /** How long a credit stays pending (disputable) before it vests, ms. */
   challengeWindowMs: number;
   /** Fraction of a forfeited credit kept by the treasury. */
@@ -63,6 +86,9 @@ export interface CoordinatorConfig {
   reliabilityMinLeases: number;
 }
 
+/** A job without its own price cap pays at most this multiple of the default donation price per TFLOP. */
+export const DEFAULT_MAX_PRICE_MULTIPLE = 100;
+
 export function configFromEnv(env: NodeJS.ProcessEnv = process.env): CoordinatorConfig {
   return {
     port: intEnv(env.PORT, 8080),
@@ -74,6 +100,12 @@ export function configFromEnv(env: NodeJS.ProcessEnv = process.env): Coordinator
     datasetUploadQuotaBytes: intEnv(env.DATASET_UPLOAD_QUOTA_BYTES, 1024 * 1024 * 1024),
     datasetCacheBytes: intEnv(env.DATASET_CACHE_BYTES, 1024 * 1024 * 1024),
     computeThreads: computeThreadsFromEnv(env),
+    maxBodyBytes: intEnv(env.MAX_BODY_BYTES, 1024 * 1024),
+    requestTimeoutMs: intEnv(env.REQUEST_TIMEOUT_MS, 120_000),
+    connectionTimeoutMs: intEnv(env.CONNECTION_TIMEOUT_MS, 60_000),
+    rateLimitPerAddress: intEnv(env.RATE_LIMIT_PER_ADDRESS, 3000),
+    rateLimitPerAccount: intEnv(env.RATE_LIMIT_PER_ACCOUNT, 1200),
+    trustProxy: trustProxyEnv(env.TRUST_PROXY),
     webDir: env.WEB_DIR ?? './dist/web',
     sweepEveryMs: intEnv(env.SWEEP_EVERY_MS, 1000),
     idleRetryMs: intEnv(env.IDLE_RETRY_MS, 2000),
@@ -90,6 +122,10 @@ export function configFromEnv(env: NodeJS.ProcessEnv = process.env): Coordinator
     coordinatorPrivateKey: env.COORDINATOR_PRIVATE_KEY || undefined,
     payoutContract: env.PAYOUT_CONTRACT || undefined,
     defaultPricePerTflop: numberEnv(env.DEFAULT_PRICE_PER_TFLOP, 1),
+    defaultMaxPricePerTflop: numberEnv(
+      env.JOB_MAX_PRICE_PER_TFLOP,
+      DEFAULT_MAX_PRICE_MULTIPLE * numberEnv(env.DEFAULT_PRICE_PER_TFLOP, 1),
+    ),
     challengeWindowMs: intEnv(env.CHALLENGE_WINDOW_MS, 24 * 3_600_000),
     forfeitFeeRate: numberEnv(env.FORFEIT_FEE_RATE, 0.1, 1),
     creditSweepEveryMs: intEnv(env.CREDIT_SWEEP_EVERY_MS, 2000),
@@ -97,6 +133,19 @@ export function configFromEnv(env: NodeJS.ProcessEnv = process.env): Coordinator
     faucetMaxCredits: numberEnv(env.FAUCET_MAX_CREDITS, 10_000),
     reliabilityMinLeases: intEnv(env.RELIABILITY_MIN_LEASES, 5),
   };
+}
+
+/** True when the listen address reaches this machine only: development conveniences are safe there and nowhere else. */
+export function isLoopbackHost(host: string): boolean {
+  return /^(localhost|127(\.\d{1,3}){3}|::1|\[::1\])$/i.test(host.trim());
+}
+
+/**
+ * The HTTP faucet without an admin key: development mode AND a loopback listen address. `npm start` listens on
+ * 0.0.0.0 by default, so it is closed unless HOST=127.0.0.1.
+ */
+export function devConveniences(config: Pick<CoordinatorConfig, 'devMode' | 'host'>): boolean {
+  return config.devMode && isLoopbackHost(config.host);
 }
 
 function intEnv(v: string | undefined, dflt: number): number {
@@ -111,6 +160,18 @@ function numberEnv(v: string | undefined, dflt: number, max = Number.MAX_SAFE_IN
   const n = Number(v);
   if (!Number.isFinite(n) || n < 0 || n > max) throw new Error(`expected a number in [0, ${max}], got "${v}"`);
   return n;
+}
+
+/** TRUST_PROXY: true/false, a hop count, or comma-separated addresses and CIDRs (Fastify's trustProxy forms). */
+function trustProxyEnv(v: string | undefined): boolean | number | string | undefined {
+  if (v === undefined || v.trim() === '') return undefined;
+  if (/^(true|false)$/i.test(v)) return /^true$/i.test(v);
+  if (/^\d+$/.test(v)) return Number(v);
+  return v
+    .split(',')
+    .map((s) => s.trim())
+    .filter((s) => s.length > 0)
+    .join(',');
 }
 
 function boolEnv(v: string | undefined, dflt: boolean): boolean {

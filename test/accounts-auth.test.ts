@@ -260,7 +260,11 @@ describe('production mode', () => {
   let c: TestCoordinator;
   const admin = 'admin-secret-for-tests';
   beforeAll(async () => {
-    c = await startTestCoordinator(testStore('pglite'), { devMode: false, adminKeys: [admin] });
+    c = await startTestCoordinator(testStore('pglite'), {
+      devMode: false,
+      adminKeys: [admin],
+      publicDomain: 'swarmgrad.test',
+    });
   });
   afterAll(async () => {
     await c.destroy();

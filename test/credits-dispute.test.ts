@@ -9,10 +9,10 @@ import { STORE_KINDS } from './helpers/stores.js';
 import { auditedJob, poisonedRun } from './helpers/verify-fixtures.js';
 
 /**
- * The whole forfeit path, live: a worker earns pending credit with an honest, audited unit, then cheats on another
- * job, loses the dispute (verification: bisection and the referee), and the scheduler's 'forfeit' event takes its
- * unvested credit back through the credits layer: to the requester, less the treasury's fee. The honest auditor's
- * credit is untouched.
+ * The whole forfeit path, live: a worker earns pending credit with honest, audited units on two jobs, then cheats in
+ * the second job's next round, loses the dispute (verification: bisection and the referee), and the scheduler's
+ * 'forfeit' event takes its unvested credit of that job back through the credits layer: to the requester, less the
+ * treasury's fee. Its credit from the other job, and the honest auditor's credit, are untouched.
  */
 
 beforeAll(async () => {
@@ -52,8 +52,18 @@ describe.each(STORE_KINDS)('a dispute loser on %s', (kind) => {
       const bobEarned = (await c.ledger.balances(B)).pending;
       expect((await c.ledger.credits({ worker: M })).map((x) => [x.jobId, x.status])).toEqual([[honest.id, 'pending']]);
 
-      // Mallory cheats on the next job; Bob's audit copy disagrees; the referee finds Mallory's bad segment.
-      const cheated = await postJob(c.url, auditedJob({ name: 'cheated', budget: 1 }));
+      // The next job: an honest first round by Mallory (audited by Bob), credited too.
+      const cheated = await postJob(c.url, auditedJob({ name: 'cheated', budget: 1, rounds: 2 }));
+      await honestUnit(mallory);
+      await honestUnit(bob);
+      await waitFor(
+        'Mallory credited on the second job',
+        async () => (await c.ledger.balances(M)).pending > earned,
+        30_000,
+      );
+      const earnedHere = (await c.ledger.balances(M)).pending - earned;
+
+      // In its second round Mallory cheats; Bob's audit copy disagrees; the referee finds Mallory's bad segment.
       const lease = await mallory.lease();
       const cheat = await poisonedRun(await mallory.unitInputs(lease), 6, 1e-2);
       mallory.states.set(lease.leaseId, cheat.checkpointStates);
@@ -61,12 +71,15 @@ describe.each(STORE_KINDS)('a dispute loser on %s', (kind) => {
       expect(await mallory.submit(RawWorker.header(lease, cheat, payload), payload)).toMatchObject({ type: 'ack' });
       await honestUnit(bob);
 
-      await waitFor('the forfeit', async () => (await c.ledger.balances(M)).pending === 0, 60_000);
+      // The forfeit takes the credit of the disputed job only: Mallory's credit from the first job stays pending.
+      await waitFor('the forfeit', async () => (await c.ledger.balances(M)).pending === earned, 60_000);
       const credits = await c.ledger.credits({ worker: M });
-      expect(credits.map((x) => x.status)).toEqual(['forfeited']);
-      expect(credits[0].settleEvent).toBe(`forfeit:${lease.leaseId}`);
-      expect(await c.ledger.balances(M)).toMatchObject({ pending: 0, vested: 0 });
-      const fee = Math.floor(earned * 0.1);
+      const byJob = Object.fromEntries(credits.map((x) => [x.jobId, x.status]));
+      expect(byJob).toEqual({ [honest.id]: 'pending', [cheated.id]: 'forfeited' });
+      const forfeited = credits.find((x) => x.jobId === cheated.id)!;
+      expect(forfeited.settleEvent).toBe(`forfeit:${lease.leaseId}`);
+      expect(await c.ledger.balances(M)).toMatchObject({ pending: earned, vested: 0 });
+      const fee = Math.floor(earnedHere * 0.1);
       expect((await c.ledger.systemBalances()).treasury).toBe(fee);
       // The forfeit event and the verification record agree, and the record is marked delivered.
       const ev = await c.ledger.postingsForEvent(`forfeit:${lease.leaseId}`);

@@ -99,10 +99,20 @@ describe('credits end to end (PGlite)', () => {
 
       // The loser loses a dispute: the verification layer's 'forfeit' event reaches the ledger through the wiring.
       const lost = owed(loser.address);
-      c.scheduler.emit('forfeit', { eventKey: 'forfeit:e2e-test', worker: loser.address, reason: 'lost a dispute' });
+      c.scheduler.emit('forfeit', {
+        eventKey: 'forfeit:e2e-test',
+        worker: loser.address,
+        jobId: job.id,
+        reason: 'lost a dispute',
+      });
       await waitFor('the forfeit', async () => (await c.ledger.balances(loser.address)).pending === 0, 10_000);
       // Same event again, directly: nothing more moves.
-      const again = await c.credits.forfeit({ worker: loser.address, reason: 'again', eventKey: 'forfeit:e2e-test' });
+      const again = await c.credits.forfeit({
+        worker: loser.address,
+        jobId: job.id,
+        reason: 'again',
+        eventKey: 'forfeit:e2e-test',
+      });
       expect(again?.created).toBe(false);
       const fee = Math.floor(lost * 0.1);
       expect((await c.ledger.systemBalances()).treasury).toBe(fee);

@@ -157,12 +157,18 @@ describe('embed widget', () => {
         { timeout: 15_000 },
       )
       .toBeGreaterThan(0);
-    // The worker that ran the units was admitted under data-account, not under the frame's signing key.
-    const { rows } = await c.db.query<{ n: number }>(
-      `SELECT count(*)::int AS n FROM results WHERE lower(account) = lower($1) AND status = 'accepted'`,
-      [ACCOUNT],
+    // The worker that ran the units acts as the frame's own signing key (trust, forfeits, reveals follow it);
+    // data-account is only the payee of their credit.
+    const { rows } = await c.db.query<{ account: string; payee: string }>(
+      `SELECT r.account, lc.payee FROM results r JOIN ledger_credits lc ON lc.result_id = r.id
+       WHERE r.job_id = $1 AND r.status = 'accepted'`,
+      [jobId],
     );
-    expect(Number(rows[0].n)).toBeGreaterThanOrEqual(1);
+    expect(rows.length).toBeGreaterThanOrEqual(1);
+    for (const row of rows) {
+      expect(row.payee.toLowerCase()).toBe(ACCOUNT.toLowerCase());
+      expect(row.account.toLowerCase()).not.toBe(ACCOUNT.toLowerCase());
+    }
     await screenshot(page, 'widget-after-consent');
     // On a phone-width host page the card and its frame fit the viewport.
     await page.setViewportSize({ width: 375, height: 800 });

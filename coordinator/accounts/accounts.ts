@@ -9,7 +9,10 @@ export interface AccountsOptions {
   domain: string;
   /** EIP-155 chain id every message must carry. Default 1. */
   chainId?: number;
-  /** When set, a message's URI must equal it, or start with it when it ends with '/'. */
+  /**
+   * When set, a message's URI must equal it, or start with it when it ends with '/'. Unset: any http, https, ws or
+   * wss URI whose authority is `domain` (what the nonce and challenge routes hand out).
+   */
   uri?: string;
   sessionTtlMs?: number;
   nonceTtlMs?: number;
@@ -66,6 +69,20 @@ type NonceVerdict = 'ok' | 'used' | 'unknown' | 'expired';
 type NoncePurpose = 'siwe' | 'worker' | 'link';
 
 /** Who may mint credit with the faucet: anyone in dev mode, otherwise only a request carrying an admin key. */
+/** Whether `uri` is an http(s) or ws(s) URI on `domain` (host[:port], compared as URL hosts: default ports dropped). */
+export function uriOnDomain(uri: string, domain: string): boolean {
+  let u: URL;
+  let d: URL;
+  try {
+    u = new URL(uri);
+    d = new URL(`${u.protocol === 'https:' || u.protocol === 'wss:' ? 'https' : 'http'}://${domain}`);
+  } catch {
+    return false;
+  }
+  if (!['http:', 'https:', 'ws:', 'wss:'].includes(u.protocol) || u.username || u.password) return false;
+  return u.host.toLowerCase() === d.host.toLowerCase();
+}
+
 export function faucetAllowed(opts: { devMode: boolean; isAdmin: boolean }): boolean {
   return opts.devMode || opts.isAdmin;
 }
@@ -139,7 +156,7 @@ export class Accounts {
       ...input,
       expectedDomain: this.opts.domain,
       expectedChainId: this.chainId,
-      expectedUri: this.opts.uri,
+      expectedUri: this.opts.uri ?? ((uri: string) => uriOnDomain(uri, this.opts.domain)),
       now: this.now(),
       maxAgeMs: this.nonceTtlMs + 60_000,
       nonceCheck: (nonce, msg) => this.consumeNonce(nonce, 'link', msg.from),
@@ -341,7 +358,7 @@ export class Accounts {
       signature,
       expectedDomain: this.opts.domain,
       expectedChainId: this.chainId,
-      expectedUri: this.opts.uri,
+      expectedUri: this.opts.uri ?? ((uri: string) => uriOnDomain(uri, this.opts.domain)),
       ...extra,
       now: this.now(),
       maxAgeMs: purpose === 'worker' ? this.challengeTtlMs + 60_000 : this.nonceTtlMs + 60_000,

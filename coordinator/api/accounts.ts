@@ -226,7 +226,7 @@ export async function accountsApi(app: FastifyInstance, opts: AccountsApiOptions
     {
       schema: {
         tags: ['accounts'],
-        summary: 'Mint credits into an available balance (development mode, or with an admin key)',
+        summary: 'Mint credits into an available balance (an admin key; or development mode on loopback)',
         security: BEARER,
         body: FaucetInput,
         response: {
@@ -243,7 +243,12 @@ export async function accountsApi(app: FastifyInstance, opts: AccountsApiOptions
     },
     async (req) => {
       if (!faucetAllowed({ devMode: opts.devMode, isAdmin: auth.isAdmin(req) })) {
-        throw new ApiError(403, 'the faucet is open in development mode only, or to an admin key (ADMIN_KEYS)');
+        throw new ApiError(
+          403,
+          'the faucet needs an admin key (ADMIN_KEYS); without one it is open only to a development coordinator ' +
+            'listening on loopback (HOST=127.0.0.1)',
+          '/headers/authorization',
+        );
       }
       const body = req.body as FaucetInput;
       if (body.amount > opts.faucetMaxCredits) {

@@ -223,11 +223,14 @@ export async function authApi(app: FastifyInstance, opts: { auth: RequestAuth })
  * domain and chain), and hello must answer it with a message signed by hello.account. A failed answer is refused
  * (the gateway closes with 4401) before the worker can lease anything. With requireWorkerAuth off (development), a
  * hello without auth is admitted under the account it names, remembered as unverified and never credited.
+ * hello.payTo (verified hellos only) routes credit, nothing else.
  */
 export function workerGatewayAuth(opts: {
   accounts: Accounts;
   requireWorkerAuth: boolean;
   markUnverified: (workerId: string, account: string) => Promise<void>;
+  /** Remembers the credit payee a connection named (hello.payTo); nothing but its credit follows it. */
+  markPayee: (workerId: string, payTo: string) => Promise<void>;
 }): {
   issueChallenge: (host: string) => Promise<ChallengeMsg>;
   authenticate: (
@@ -270,10 +273,12 @@ export function workerGatewayAuth(opts: {
         challenge: challenge.nonce,
       });
       if (!r.ok) return { error: `unauthorized (${r.code}): ${r.reason}` };
-      // The signer proved liveness and consent; credits may go elsewhere (a widget's key pays the embedding site).
+      // The account is the key that signed: trust, reliability, forfeits, reveals and audits follow it. payTo only
+      // routes this connection's credit (a widget's key pays the embedding site); it never lets a connection act as
+      // the paid account.
       if (hello.payTo !== undefined) {
         if (!isAddress(hello.payTo)) return { error: 'unauthorized: hello.payTo must be a 0x address' };
-        return { account: normalizeAddress(hello.payTo) };
+        await opts.markPayee(workerId, normalizeAddress(hello.payTo));
       }
       return { account: r.address };
     },

@@ -1,6 +1,6 @@
 import type { Ledger } from '../ledger/index.js';
 import type { Db } from '../store/db.js';
-import type { Credits, ForfeitRequest } from './credits.js';
+import type { CreditPort, ForfeitRequest } from './types.js';
 
 /**
  * Result statuses that earn credit: 'accepted' (the unit's result) and 'confirmed' (an independent audit copy that
@@ -65,7 +65,7 @@ export class CreditSweeper {
   private readonly now: () => number;
 
   constructor(
-    private readonly credits: Credits,
+    private readonly credits: CreditPort,
     private readonly db: Db,
     private readonly ledger: Ledger,
     private readonly opts: SweeperOptions,
@@ -216,11 +216,12 @@ export class CreditSweeper {
         result_id: string;
         job_id: string;
         worker: string;
+        payee: string | null;
         price: number;
         vest_at: number;
         result_status: string | null;
       }>(
-        `SELECT c.result_id, c.job_id, c.worker, c.price, c.vest_at, r.status AS result_status
+        `SELECT c.result_id, c.job_id, c.worker, c.payee, c.price, c.vest_at, r.status AS result_status
          FROM credit_intents c LEFT JOIN results r ON r.id = c.result_id
          WHERE c.state = 'open' AND ($1::text IS NULL OR c.worker = $1) AND ($2::text IS NULL OR c.job_id = $2)
            AND ($3::boolean OR ${PUBLISHED})
@@ -239,6 +240,7 @@ export class CreditSweeper {
           jobId: row.job_id,
           resultId: row.result_id,
           worker: row.worker,
+          ...(row.payee ? { payee: row.payee } : {}),
           price: Number(row.price),
           vestAt: Number(row.vest_at),
         })),

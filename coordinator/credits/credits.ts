@@ -2,11 +2,12 @@ import { isAddress, normalizeAddress } from '../../shared/identity/address.js';
 import { estimateFlops } from '../../shared/train/train-unit.js';
 import { escrowId, type ForfeitResult, type Ledger, unitPrice } from '../ledger/index.js';
 import { workerPricePerTflop } from '../market/offers.js';
+import type { AcceptedResult, SchedulerHooks } from '../scheduler/hooks.js';
 import type { JobRow } from '../scheduler/job-repo.js';
-import type { AcceptedResult, SchedulerHooks } from '../scheduler/scheduler.js';
 import type { Db, Queryable } from '../store/db.js';
 import { CreditSweeper, PUBLISHED } from './credit-sweeper.js';
 import { toMicro } from './money.js';
+import type { ForfeitRequest } from './types.js';
 
 export interface CreditsOptions {
   db: Db;
@@ -15,24 +16,14 @@ export interface CreditsOptions {
   paramCount: (weightsHash: string) => Promise<number>;
   /** Micro-credits per TFLOP for workers without an offer. */
   defaultPricePerTflop: number;
+  /** Micro-credits per TFLOP a job pays at most when its spec sets no market.maxPricePerTflop. */
+  defaultMaxPricePerTflop: number;
   challengeWindowMs: number;
   forfeitFeeRate: number;
   refundGraceMs: number;
   sweepEveryMs: number;
   log?: (msg: string, extra?: object) => void;
   now?: () => number;
-}
-
-export interface ForfeitRequest {
-  /** The account that lost the dispute. */
-  worker: string;
-  /** Only this job's unvested credit; all of the worker's unvested credit when omitted. */
-  jobId?: string;
-  reason: string;
-  /** Idempotency key, e.g. `forfeit:<unitId>:<account>`: the same key twice forfeits once. */
-  eventKey: string;
-  /** Treasury's share of the forfeited amount; the coordinator's FORFEIT_FEE_RATE when omitted. */
-  feeRate?: number;
 }
 
 export interface JobBilling {
@@ -82,9 +73,10 @@ export class Credits {
   }
 
   /** The scheduler hooks this layer needs: job terms at creation, a credit intent per accepted result, refunds. */
-  hooks(): Required<Pick<SchedulerHooks, 'onJobCreated' | 'onResultAccepted' | 'onJobEnded'>> {
+  hooks(): Required<Pick<SchedulerHooks, 'onJobCreated' | 'onResultAccepted' | 'onJobEnded' | 'leasePrice'>> {
     return {
       onJobCreated: (q, job) => this.recordJob(q, job),
+      leasePrice: (q, who, jobId) => this.leasePrice(q, who.account, jobId),
       onResultAccepted: async (q, r) => {
         await this.recordAcceptance(q, r, this.now());
         // Runs after this transaction: on PGlite the sweep's first query simply waits for the commit; on PostgreSQL
@@ -108,7 +100,11 @@ export class Credits {
         job.owner ?? '',
         spec.budget !== undefined ? toMicro(spec.budget) : 0,
         unitFlops,
-        spec.market?.maxPricePerTflop !== undefined ? toMicro(spec.market.maxPricePerTflop) : null,
+        // Every job has a maximum price: the requester's, or the network default (a worker's offer can never drain
+        // an escrow whatever it asks).
+        spec.market?.maxPricePerTflop !== undefined
+          ? toMicro(spec.market.maxPricePerTflop)
+          : this.opts.defaultMaxPricePerTflop,
         spec.market?.minReliability ?? null,
         this.now(),
       ],
@@ -116,10 +112,31 @@ export class Credits {
   }
 
   /**
-   * An intent to credit one accepted result, in the accepting transaction. The price is fixed here: the worker's
-   * offer (or the default donation price), never above the job's maximum, times the job's FLOP estimate of a unit
-   * (the coordinator's own estimate, not the worker's claim). Results that cannot be credited are recorded as
-   * skipped with the reason.
+   * The price per TFLOP (micro-credits) of a lease, fixed in the lease transaction: the worker's offer then (or the
+   * default donation price), never above the job's maximum. Null when the job pays nothing (no budget).
+   */
+  async leasePrice(q: Queryable, account: string, jobId: string): Promise<number | null> {
+    const terms = (
+      await q.query<{ budget: number; max_price: number | null }>(
+        'SELECT budget, max_price FROM credit_jobs WHERE job_id = $1',
+        [jobId],
+      )
+    ).rows[0];
+    if (!terms || Number(terms.budget) === 0) return null;
+    const worker = isAddress(account) ? normalizeAddress(account) : account;
+    const offer = await workerPricePerTflop(q, worker, this.opts.defaultPricePerTflop);
+    return Math.min(offer, this.maxPrice(terms.max_price));
+  }
+
+  private maxPrice(stored: number | string | null): number {
+    return stored === null ? this.opts.defaultMaxPricePerTflop : Number(stored);
+  }
+
+  /**
+   * An intent to credit one accepted result, in the accepting transaction. The price per TFLOP is the one fixed on
+   * its lease when the coordinator issued it (leasePrice), never what the worker offers by the time it submits;
+   * times the job's FLOP estimate of a unit (the coordinator's own estimate, not the worker's claim). Results that
+   * cannot be credited are recorded as skipped with the reason.
    */
   async recordAcceptance(q: Queryable, r: AcceptedResult, acceptedAt: number): Promise<void> {
     const terms = (
@@ -129,30 +146,45 @@ export class Credits {
       )
     ).rows[0];
     let skip: string | null = null;
+    let payee: string | null = null;
     if (!terms || Number(terms.budget) === 0) skip = 'the job has no budget';
     else if (!isAddress(r.account)) skip = 'the worker account is not an address';
     else {
-      const unverified = await q.query(
-        `SELECT 1 FROM results r JOIN leases l ON l.id = r.lease_id
-         JOIN credit_unverified_workers u ON u.worker_id = l.worker_id WHERE r.id = $1`,
-        [r.resultId],
-      );
-      if (unverified.rows.length > 0) skip = 'the worker did not prove its account (unsigned hello)';
+      const conn = (
+        await q.query<{ unverified: boolean; pay_to: string | null }>(
+          `SELECT u.worker_id IS NOT NULL AS unverified, p.pay_to FROM results r JOIN leases l ON l.id = r.lease_id
+           LEFT JOIN credit_unverified_workers u ON u.worker_id = l.worker_id
+           LEFT JOIN credit_worker_payees p ON p.worker_id = l.worker_id WHERE r.id = $1`,
+          [r.resultId],
+        )
+      ).rows[0];
+      if (conn?.unverified) skip = 'the worker did not prove its account (unsigned hello)';
+      // The connection that delivered the result chose where its credit goes (hello.payTo); the worker stays the signer.
+      payee = conn?.pay_to ?? null;
     }
     const worker = skip === null ? normalizeAddress(r.account) : r.account;
     let perTflop = 0;
     let flops = 0;
     let price = 0;
     if (skip === null) {
-      perTflop = await workerPricePerTflop(q, worker, this.opts.defaultPricePerTflop);
-      if (terms.max_price !== null) perTflop = Math.min(perTflop, Number(terms.max_price));
+      const leased = await q.query<{ price_per_tflop: number | string | null }>(
+        'SELECT l.price_per_tflop FROM results r JOIN leases l ON l.id = r.lease_id WHERE r.id = $1',
+        [r.resultId],
+      );
+      const fixed = leased.rows[0]?.price_per_tflop;
+      // A lease from before prices were fixed on leases: today's offer, capped like any other.
+      perTflop =
+        fixed !== null && fixed !== undefined
+          ? Number(fixed)
+          : await workerPricePerTflop(q, worker, this.opts.defaultPricePerTflop);
+      perTflop = Math.min(perTflop, this.maxPrice(terms.max_price));
       flops = Number(terms.unit_flops);
       price = unitPrice(flops, perTflop);
     }
     await q.query(
       `INSERT INTO credit_intents (result_id, job_id, worker, price_per_tflop, flops, price, accepted_at, vest_at,
-                                   state, reason, settled_at)
-       VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11) ON CONFLICT (result_id) DO NOTHING`,
+                                   state, reason, settled_at, payee)
+       VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12) ON CONFLICT (result_id) DO NOTHING`,
       [
         r.resultId,
         r.jobId,
@@ -165,6 +197,7 @@ export class Credits {
         skip === null ? 'open' : 'skipped',
         skip,
         skip === null ? null : acceptedAt,
+        skip === null ? payee : null,
       ],
     );
   }
@@ -178,7 +211,18 @@ export class Credits {
   }
 
   /**
-   * A lost dispute: the worker's unvested credit (of one job, or all of it) goes back to the escrow it came from
+   * A connection that named hello.payTo: credit for its results goes to `payTo` (the ledger payee). Nothing else
+   * follows payTo: the connection acts as the key that signed its hello.
+   */
+  async markPayee(workerId: string, payTo: string): Promise<void> {
+    await this.opts.db.query(
+      'INSERT INTO credit_worker_payees (worker_id, pay_to, at) VALUES ($1, $2, $3) ON CONFLICT DO NOTHING',
+      [workerId, normalizeAddress(payTo), this.now()],
+    );
+  }
+
+  /**
+   * A lost dispute: the worker's unvested credit for the disputed job goes back to the escrow it came from
    * (or to the requester when the job was already refunded), less the treasury's fee. Accepted results not yet
    * credited are credited first, so that they are forfeited too. Idempotent by eventKey. This is what the
    * verification layer calls. Returns null for an account that is not an address (an unverified development
@@ -228,7 +272,7 @@ export class Credits {
     };
   }
 
-  /** A worker's credits, newest first: intent state until credited, then the ledger's pending / vested / forfeited. */
+  /** Credits an account earned as worker or received as payee (hello.payTo), newest first: intent state until credited, then the ledger's pending / vested / forfeited. */
   async creditsOf(
     worker: string,
     opts: { limit?: number; cursor?: string } = {},
@@ -239,7 +283,7 @@ export class Credits {
       `SELECT c.*, r.lease_id, lc.status AS ledger_status FROM credit_intents c
        LEFT JOIN results r ON r.id = c.result_id
        LEFT JOIN ledger_credits lc ON lc.result_id = c.result_id
-       WHERE c.worker = $1 AND ($2::bigint IS NULL OR (c.accepted_at, c.result_id) < ($2::bigint, $3::text))
+       WHERE (c.worker = $1 OR c.payee = $1) AND ($2::bigint IS NULL OR (c.accepted_at, c.result_id) < ($2::bigint, $3::text))
          AND ${PUBLISHED}
        ORDER BY c.accepted_at DESC, c.result_id DESC LIMIT $4`,
       [worker, beforeAt, beforeId, limit + 1],

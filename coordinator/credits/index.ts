@@ -5,10 +5,10 @@ export {
   Credits,
   type CreditsOptions,
   creditEventKey,
-  type ForfeitRequest,
   type JobBilling,
 } from './credits.js';
 export { creditsMigrations } from './migrations.js';
 export { toCredits, toMicro } from './money.js';
 export { loadCoordinatorKey } from './signing-key.js';
 export { readTrust, setTrustReader, type TrustReader } from './trust.js';
+export type { CreditPort, ForfeitRequest } from './types.js';

@@ -47,4 +47,18 @@ CREATE TABLE credit_unverified_workers (
 )
 `,
   },
+  {
+    // hello.payTo: the account a connection's credit is paid to when it is not the signer (the widget). Only routes
+    // credit; the connection's account (trust, forfeits, reveals) stays the key that signed.
+    id: '0320_credit_payees',
+    sql: `
+CREATE TABLE credit_worker_payees (
+  worker_id text PRIMARY KEY,
+  pay_to text NOT NULL,
+  at bigint NOT NULL
+);
+ALTER TABLE credit_intents ADD COLUMN payee text;
+CREATE INDEX credit_intents_payee ON credit_intents (payee) WHERE payee IS NOT NULL
+`,
+  },
 ];

@@ -51,6 +51,11 @@ export interface CreditUnitInput {
   resultId: string;
   /** The address that proved itself on the worker socket. */
   worker: string;
+  /**
+   * Where the credit goes when not to the worker (hello.payTo: a widget's key pays the embedding site). Only routes
+   * money: forfeits and trust still follow `worker`. A linked payee is paid into its link target.
+   */
+  payee?: string;
   /** Integer micro-credits, usually unitPrice(flops, pricePerTflop). */
   price: number;
   /** Unix ms when the challenge window closes and the credit may vest. */
@@ -228,11 +233,15 @@ function timeMs(field: string, value: unknown): number {
 }
 
 /** Validates one unit to credit (throws InvalidArgument / InvalidAmount) and canonicalises its worker address. */
-export function checkCreditInput(it: CreditUnitInput, prefix = ''): CreditUnitInput & { worker: Address } {
+export function checkCreditInput(
+  it: CreditUnitInput,
+  prefix = '',
+): CreditUnitInput & { worker: Address; payee?: Address } {
   return {
     jobId: text(`${prefix}jobId`, it.jobId),
     resultId: text(`${prefix}resultId`, it.resultId),
     worker: address(`${prefix}worker`, it.worker),
+    ...(it.payee !== undefined ? { payee: address(`${prefix}payee`, it.payee) } : {}),
     price: checkAmount(`${prefix}price`, it.price),
     vestAt: timeMs(`${prefix}vestAt`, it.vestAt),
   };
@@ -367,8 +376,11 @@ export class Ledger {
       const jobById = new Map(jobs.rows.map((r) => [r.job_id, { ...r, balance: Number(r.balance) }]));
       // A worker linked to a wallet is paid into the wallet's accounts (a link committed after this read is caught
       // at vesting, which resolves the link again).
-      const payees = await payeesOf(q, [...new Set(unique.map((it) => it.worker))]);
-      const payeeOf = (worker: Address) => payees.get(worker) ?? worker;
+      const payees = await payeesOf(q, [...new Set(unique.map((it) => it.payee ?? it.worker))]);
+      const payeeOf = (it: { worker: Address; payee?: Address }) => {
+        const to = it.payee ?? it.worker;
+        return payees.get(to) ?? to;
+      };
       const events: EventRecord[] = unique.map((it) => ({
         eventKey: `credit:${it.resultId}`,
         kind: 'credit',
@@ -446,7 +458,7 @@ export class Ledger {
             accepted.map((it) => it.resultId),
             accepted.map((it) => it.jobId),
             accepted.map((it) => it.worker),
-            accepted.map((it) => payeeOf(it.worker)),
+            accepted.map((it) => payeeOf(it)),
             accepted.map((it) => it.price),
             accepted.map((it) => it.vestAt),
             now,
@@ -459,7 +471,7 @@ export class Ledger {
           eventKey: `credit:${it.resultId}`,
           lines: [
             { account: jobEscrow(it.jobId, jobById.get(it.jobId)!.requester), amount: -it.price },
-            { account: workerPending(payeeOf(it.worker)), amount: it.price },
+            { account: workerPending(payeeOf(it)), amount: it.price },
           ],
         })),
         now,
@@ -475,7 +487,7 @@ export class Ledger {
               resultId: it.resultId,
               jobId: it.jobId,
               worker: it.worker,
-              payee: payeeOf(it.worker),
+              payee: payeeOf(it),
               amount: it.price,
               vestAt: it.vestAt,
               status: 'pending',

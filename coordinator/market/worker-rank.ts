@@ -1,4 +1,4 @@
-import type { WorkerIdentity } from '../scheduler/scheduler.js';
+import type { WorkerIdentity } from '../scheduler/hooks.js';
 import type { Queryable } from '../store/db.js';
 import { measuredByAccount } from './market-view.js';
 import { reliabilityOfMany } from './reliability.js';

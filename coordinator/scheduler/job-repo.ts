@@ -38,10 +38,16 @@ export async function getJobRow(q: Queryable, id: string): Promise<JobRow | null
 
 export async function jobView(q: Queryable, job: JobRow, includeSpec = false): Promise<JobView> {
   const [metrics, counts, workers] = await Promise.all([
-    q.query<{ round: number; loss: number; accuracy: number; examples: number; units: number; at: Date | string }>(
-      'SELECT round, loss, accuracy, examples, units, at FROM round_metrics WHERE job_id = $1 ORDER BY round',
-      [job.id],
-    ),
+    q.query<{
+      round: number;
+      loss: number;
+      accuracy: number;
+      examples: number | string;
+      units: number;
+      at: Date | string;
+    }>('SELECT round, loss, accuracy, examples, units, at FROM round_metrics WHERE job_id = $1 ORDER BY round', [
+      job.id,
+    ]),
     q.query<{ done: number; current: number }>(
       `SELECT count(*) AS done, count(*) FILTER (WHERE round = $2) AS current
        FROM results WHERE job_id = $1 AND status = 'accepted'`,
@@ -69,7 +75,7 @@ export async function jobView(q: Queryable, job: JobRow, includeSpec = false): P
         round: m.round,
         loss: m.loss,
         accuracy: m.accuracy,
-        examples: m.examples,
+        examples: Number(m.examples),
         units: m.units,
         at: new Date(m.at).toISOString(),
       }),

@@ -5,6 +5,7 @@ import type { JobSpec } from '../../shared/protocol/job-spec.js';
 import type { LeaseMsg, ResultHeader } from '../../shared/protocol/messages.js';
 import { deriveDataSeed } from '../../shared/train/assign.js';
 import { outerStep } from '../../shared/train/outer-optimizer.js';
+import { estimateFlops } from '../../shared/train/train-unit.js';
 import type { WeightSet } from '../../shared/train/types.js';
 import { allFinite, decodeWeights, sameShapes } from '../../shared/train/weights-format.js';
 import { aggregateDeltas } from '../../shared/verify/aggregate.js';
@@ -13,17 +14,11 @@ import type { BlobStore } from '../store/blobs.js';
 import type { DatasetRepo } from '../store/datasets.js';
 import type { Db, Queryable } from '../store/db.js';
 import { AuditCoordinator, type ResultRoute, verifyOptionsFromEnv } from '../verify/audit-coordinator.js';
+import type { AcceptedResult, SchedulerHooks, WorkerIdentity } from './hooks.js';
 import { JOB_DEPENDENT_CODES, JobFaultWatch, UNIT_FAILED } from './job-fault.js';
 import { checkpointEvery, getJobRow, type JobRow, newJobId } from './job-repo.js';
+import { GIVEN_BACK_COOLDOWN_MS, leaseHistory, mayLeaseMore, roundShareSql } from './lease-limits.js';
 import { WeightCache } from './round-weights.js';
-
-/** Who is asking: a connected worker and the account it proved. */
-export interface WorkerIdentity {
-  workerId: string;
-  account: string;
-  /** Network identity for the audit rule (coordinator/verify/network-address.ts); undefined when unknown. */
-  address?: string;
-}
 
 export type SubmitOutcome = { ok: true; resultId: string } | { ok: false; code: string; reason: string };
 
@@ -38,43 +33,11 @@ interface LeaseRow {
   status: string;
   attached: boolean;
   deadline: number;
-}
-
-/** What an accepted result is, as the credit layer sees it (inside the accepting transaction). */
-export interface AcceptedResult {
-  resultId: string;
-  jobId: string;
-  owner: string | null;
-  round: number;
-  unit: number;
-  account: string;
-  flops: number;
-  examples: number;
-  /**
-   * 'primary': the unit's result, the one the round aggregates (one per unit). 'audit': an independent copy that
-   * confirmed it (the auditor did the same work). Results of audited units are accepted only once settled.
-   */
-  role?: 'primary' | 'audit';
-}
-
-/**
- * Extension points for the ledger, accounts and marketplace. Hooks that take a Queryable run inside the scheduler's
- * transaction, so what they write commits or rolls back with the state change they belong to.
- */
-export interface SchedulerHooks {
-  /** After the job row exists; throw to refuse the job (e.g. insufficient balance for its budget). */
-  onJobCreated?(q: Queryable, job: JobRow): Promise<void>;
-  /**
-   * When a result becomes final and valid, in the same transaction: once per result, at most one 'primary' per unit.
-   */
-  onResultAccepted?(q: Queryable, r: AcceptedResult): Promise<void>;
-  /** After a job completes, fails or is cancelled (refunds). */
-  onJobEnded?(job: JobRow): Promise<void>;
-  /**
-   * Extra SQL condition on candidate jobs `j` for this worker (marketplace filters), with its parameters; placeholders
-   * are numbered from `firstParam`.
-   */
-  leaseCondition?(who: WorkerIdentity, firstParam: number): Promise<{ sql: string; params: unknown[] } | null>;
+  /** What the lease was issued for: the unit's result, or the audit copy of the result in audit_of. */
+  role: 'primary' | 'audit';
+  audit_of: string | null;
+  /** Micro-credits per TFLOP its result is credited at, fixed when issued; null: the job pays nothing. */
+  price_per_tflop: number | string | null;
 }
 
 /** A claimed aggregation is retaken by someone else after this long (its claimant is presumed dead). */
@@ -247,6 +210,8 @@ export class Scheduler extends EventEmitter {
     const extra = (await this.hooks.leaseCondition?.(who, 2)) ?? null;
     const audit = this.verification.leaseCondition(who, 2 + (extra?.params.length ?? 0));
     const out = await this.db.tx(async (q) => {
+      // A connection or account already holding its share of leases gets none (hoarding stalls jobs).
+      if (!mayLeaseMore(await leaseHistory(q, who.account, who.workerId, now))) return null;
       const { rows } = await q.query<{
         job_id: string;
         round: number;
@@ -257,17 +222,21 @@ export class Scheduler extends EventEmitter {
         weights_hash: string;
         dataset_id: string;
         status: string;
+        audit_of: string | null;
       }>(
-        `SELECT u.job_id, u.round, u.idx, u.data_seed, j.spec, j.model_hash, j.weights_hash, j.dataset_id, j.status
+        `SELECT u.job_id, u.round, u.idx, u.data_seed, u.audit_of, j.spec, j.model_hash, j.weights_hash, j.dataset_id,
+                j.status
          FROM units u JOIN jobs j ON j.id = u.job_id AND j.round = u.round
          WHERE u.status = 'pending' AND j.status IN ('queued', 'running')
            AND NOT EXISTS (SELECT 1 FROM leases l WHERE l.job_id = u.job_id AND l.round = u.round AND l.idx = u.idx
-                           AND l.status = 'active' AND l.account = $1)
+                           AND l.account = $1 AND (l.status = 'active' OR (l.status IN ('released', 'expired', 'rejected')
+                           AND l.ended_at > ${Math.floor(now - GIVEN_BACK_COOLDOWN_MS)})))
            ${extra ? `AND (${extra.sql})` : ''}
            AND (${audit.sql})
+           AND ${roundShareSql('$1', `$${2 + (extra?.params.length ?? 0) + audit.params.length}`, now)}
          ORDER BY j.created_at, u.round, u.idx
          LIMIT 1 FOR UPDATE OF u SKIP LOCKED`,
-        [who.account, ...(extra?.params ?? []), ...audit.params],
+        [who.account, ...(extra?.params ?? []), ...audit.params, who.address ?? null],
       );
       const u = rows[0];
       if (!u) return null;
@@ -278,10 +247,28 @@ export class Scheduler extends EventEmitter {
         `UPDATE units SET status = 'leased', attempts = attempts + 1 WHERE job_id = $1 AND round = $2 AND idx = $3`,
         [u.job_id, u.round, u.idx],
       );
+      // The role and the price are the coordinator's, fixed here: a unit waiting for its audit copy is leased as
+      // the audit of that one result; anything else is the unit's primary result.
+      const price = (await this.hooks.leasePrice?.(q, who, u.job_id)) ?? null;
       await q.query(
-        `INSERT INTO leases (id, token, job_id, round, idx, worker_id, account, status, deadline, created_at)
-         VALUES ($1, $2, $3, $4, $5, $6, $7, 'active', $8, $9)`,
-        [leaseId, token, u.job_id, u.round, u.idx, who.workerId, who.account, deadline, now],
+        `INSERT INTO leases (id, token, job_id, round, idx, worker_id, account, status, deadline, created_at, role,
+                             audit_of, price_per_tflop, address)
+         VALUES ($1, $2, $3, $4, $5, $6, $7, 'active', $8, $9, $10, $11, $12, $13)`,
+        [
+          leaseId,
+          token,
+          u.job_id,
+          u.round,
+          u.idx,
+          who.workerId,
+          who.account,
+          deadline,
+          now,
+          u.audit_of ? 'audit' : 'primary',
+          u.audit_of,
+          price,
+          who.address ?? null,
+        ],
       );
       if (u.status === 'queued') {
         await q.query(`UPDATE jobs SET status = 'running', updated_at = now() WHERE id = $1 AND status = 'queued'`, [
@@ -418,6 +405,8 @@ export class Scheduler extends EventEmitter {
    * results is the final guard: two valid results racing for one unit cannot both count.
    */
   async submitResult(who: WorkerIdentity, header: ResultHeader, payload: Uint8Array): Promise<SubmitOutcome> {
+    // The deadline is judged at arrival: checking the result takes time, and a lease that expires meanwhile was met.
+    const arrivedAt = Date.now();
     const lease = (await this.db.query<LeaseRow>('SELECT * FROM leases WHERE id = $1', [header.leaseId])).rows[0];
     if (!lease) return reject('unknown_lease', 'no such lease');
     if (lease.token !== header.token) return reject('bad_token', 'the lease token does not match');
@@ -436,8 +425,12 @@ export class Scheduler extends EventEmitter {
       return reject('unit_already_completed', 'another result for this unit was accepted');
     }
     if (lease.status === 'rejected') return reject('lease_closed', 'a result for this lease was already rejected');
-    if (lease.status === 'released' || lease.status === 'revoked') {
+    if (lease.status !== 'active' && lease.status !== 'expired') {
       return reject('lease_ended', `the lease was ${lease.status}`);
+    }
+    // A result counts only on a live lease: an expired one's unit may be someone else's (or held for its audit) now.
+    if (Number(lease.deadline) < arrivedAt) {
+      return reject('lease_expired', 'the lease deadline passed before the result arrived');
     }
 
     const problem =
@@ -462,6 +455,7 @@ export class Scheduler extends EventEmitter {
     }
 
     const resultId = `res_${randomUUID().replaceAll('-', '')}`;
+    const work = await this.unitWork(job);
     await this.blobs.put(payload);
     let revoked: { id: string; worker_id: string | null }[] = [];
     // Verification decides whether this result is accepted now or held for an audit / settlement (blind: the worker
@@ -477,6 +471,7 @@ export class Scheduler extends EventEmitter {
           address: who.address,
           resultId,
           suspect,
+          lease: { role: lease.role, auditOf: lease.audit_of },
         });
         if (route === 'refuse') throw new UnitSettled();
         if (route === 'accept') {
@@ -489,12 +484,22 @@ export class Scheduler extends EventEmitter {
         }
         const l = await q.query(
           `UPDATE leases SET status = 'completed', ended_at = $2, end_reason = 'result accepted'
-           WHERE id = $1 AND status IN ('active', 'expired')`,
-          [lease.id, Date.now()],
+           WHERE id = $1 AND status IN ('active', 'expired') AND deadline >= $3`,
+          [lease.id, Date.now(), arrivedAt],
         );
-        if (l.rowCount === 0) throw new UnitSettled();
+        if (l.rowCount === 0) throw new LeaseLapsed();
         const held = route !== 'accept';
-        await this.insertResult(q, resultId, lease, header, held ? 'pending' : 'accepted', null, who.address, route);
+        await this.insertResult(
+          q,
+          resultId,
+          lease,
+          header,
+          work,
+          held ? 'pending' : 'accepted',
+          null,
+          who.address,
+          route,
+        );
         if (held) return this.revokeOtherLeases(q, lease);
         await this.verification.afterAccepted(q, job, {
           round: lease.round,
@@ -509,13 +514,14 @@ export class Scheduler extends EventEmitter {
           round: lease.round,
           unit: lease.idx,
           account: lease.account,
-          flops: header.flops,
-          examples: header.examples,
+          flops: work.flops,
+          examples: work.examples,
           role: 'primary',
         });
         return this.revokeOtherLeases(q, lease);
       });
     } catch (err) {
+      if (err instanceof LeaseLapsed) return reject('lease_expired', 'the lease ended before the result was taken in');
       if (err instanceof UnitSettled || isUniqueViolation(err)) {
         return reject('unit_already_completed', 'another result for this unit was accepted');
       }
@@ -534,6 +540,17 @@ export class Scheduler extends EventEmitter {
       ),
     );
     return { ok: true, resultId };
+  }
+
+  /**
+   * What one unit of the job is, by the coordinator's count: steps x batch examples and its FLOP estimate. The
+   * worker's header claims the same numbers, but a claim is never stored, summed or paid for.
+   */
+  private async unitWork(job: JobRow): Promise<{ examples: number; flops: number }> {
+    const examples = job.spec.localSteps * job.spec.batchSize;
+    const start = await this.weights.get(job.weights_hash);
+    const params = start.shapes.reduce((n, shape) => n + shape.reduce((a, b) => a * b, 1), 0);
+    return { examples, flops: estimateFlops(params, examples) };
   }
 
   /** Other copies of a unit whose result is in stop at once (their results could no longer count). */
@@ -600,6 +617,7 @@ export class Scheduler extends EventEmitter {
         `res_${randomUUID().replaceAll('-', '')}`,
         lease,
         header,
+        { examples: 0, flops: 0 },
         'rejected',
         `${code}: ${reason}`,
         address,
@@ -614,6 +632,7 @@ export class Scheduler extends EventEmitter {
     id: string,
     lease: LeaseRow,
     h: ResultHeader,
+    work: { examples: number; flops: number },
     status: 'accepted' | 'rejected' | 'pending',
     reason: string | null,
     address?: string,
@@ -636,8 +655,8 @@ export class Scheduler extends EventEmitter {
         h.finalHash,
         JSON.stringify(h.checkpoints),
         JSON.stringify(h.losses),
-        h.examples,
-        h.flops,
+        work.examples,
+        work.flops,
         h.backend,
         Date.now(),
         address ?? null,
@@ -680,8 +699,8 @@ export class Scheduler extends EventEmitter {
   private async completeRound(job: JobRow): Promise<void> {
     const spec = job.spec;
     const results = (
-      await this.db.query<{ id: string; delta_hash: string; examples: number }>(
-        `SELECT id, delta_hash, examples FROM results WHERE job_id = $1 AND round = $2 AND status = 'accepted' ORDER BY idx`,
+      await this.db.query<{ id: string; delta_hash: string }>(
+        `SELECT id, delta_hash FROM results WHERE job_id = $1 AND round = $2 AND status = 'accepted' ORDER BY idx`,
         [job.id, job.round],
       )
     ).rows;
@@ -698,7 +717,8 @@ export class Scheduler extends EventEmitter {
     const model = await this.loadModelJson(job.model_hash);
     const dataset = await this.datasets.load(job.dataset_id);
     const evalResult = await this.compute.evaluate(model, next.params, dataset, { loss: spec.loss });
-    const examples = results.reduce((s, r) => s + r.examples, 0);
+    // The coordinator's count, never a sum of what results claim (one huge claim must not break a round).
+    const examples = results.length * spec.localSteps * spec.batchSize;
     const nextRound = job.round + 1;
     const reachedTarget = spec.targetAccuracy !== undefined && evalResult.accuracy >= spec.targetAccuracy;
     const finished = nextRound >= job.rounds || reachedTarget;
@@ -789,7 +809,13 @@ export class Scheduler extends EventEmitter {
              >= (j.spec->>'unitsPerRound')::int`,
       [now - AGGREGATION_CLAIM_MS],
     );
-    for (const j of stuck.rows) await this.maybeCompleteRound(j.id, j.round);
+    // One job's failing aggregation is logged and retried on later sweeps; it never stops another job's round or
+    // the verification sweep (self-audits, settlements) of every job.
+    for (const j of stuck.rows) {
+      await this.maybeCompleteRound(j.id, j.round).catch((err) =>
+        this.log('round aggregation failed', { jobId: j.id, round: j.round, err: String(err) }),
+      );
+    }
     await this.verification.sweep();
   }
 }
@@ -805,6 +831,8 @@ export class SchedulerError extends Error {
 }
 
 class UnitSettled extends Error {}
+
+class LeaseLapsed extends Error {}
 
 class RoundChanged extends Error {}
 

@@ -137,4 +137,20 @@ CREATE TABLE dataset_uploads (
 CREATE INDEX dataset_uploads_owner ON dataset_uploads (owner, at);
 CREATE INDEX dataset_uploads_dataset ON dataset_uploads (dataset_id, owner)`,
   },
+  {
+    // Lease terms fixed by the coordinator when it issues a lease (docs/PROTOCOL.md, leases): the role the lease was
+    // issued for ('primary' or 'audit' of the result in audit_of) and the price per TFLOP its result is credited at
+    // (null: the job pays nothing). A result counts only in the role its live lease was issued for. Examples are
+    // the coordinator's count (steps x batch per unit); a round of the largest allowed job exceeds 2^31. The index
+    // serves the per-account lease bound (scheduler/lease-limits.ts).
+    id: '0021_lease_terms',
+    sql: `
+ALTER TABLE leases ADD COLUMN role text NOT NULL DEFAULT 'primary';
+ALTER TABLE leases ADD COLUMN audit_of text;
+ALTER TABLE leases ADD COLUMN price_per_tflop bigint;
+ALTER TABLE leases ADD COLUMN address text;
+CREATE INDEX leases_account ON leases (account, status);
+ALTER TABLE results ALTER COLUMN examples TYPE bigint;
+ALTER TABLE round_metrics ALTER COLUMN examples TYPE bigint`,
+  },
 ];

@@ -1,5 +1,5 @@
 import { Worker } from 'node:worker_threads';
-import type { Db, Queryable } from './db.js';
+import type { Db, Queryable } from './queryable.js';
 
 interface Reply {
   id: number;

@@ -6,9 +6,9 @@ import type { DisputeParty, PartyId } from '../../shared/verify/bisect.js';
 import { type CheapCheckBounds, DEFAULT_CHEAP_CHECK_BOUNDS } from '../../shared/verify/cheap-checks.js';
 import type { Compute } from '../compute/tasks.js';
 import { setTrustReader } from '../credits/trust.js';
+import type { SchedulerHooks } from '../scheduler/hooks.js';
 import { checkpointEvery, getJobRow, type JobRow } from '../scheduler/job-repo.js';
 import type { WeightCache } from '../scheduler/round-weights.js';
-import type { SchedulerHooks } from '../scheduler/scheduler.js';
 import type { Db, Queryable } from '../store/db.js';
 import { DivergenceWatch } from './divergence.js';
 import {
@@ -358,6 +358,9 @@ export class AuditCoordinator {
       resultId: string;
       /** A statistical cheap check failed (checkResult): audited whatever the draw. */
       suspect?: CheckProblem | null;
+      /** The role the coordinator issued the result's lease for (and the result it audits); the unit's state never
+       *  decides it, so a primary lease cannot make itself the audit copy of a unit that went on hold meanwhile. */
+      lease: { role: 'primary' | 'audit'; auditOf: string | null };
     },
   ): Promise<ResultRoute> {
     const { rows } = await q.query<UnitRow>(
@@ -366,6 +369,9 @@ export class AuditCoordinator {
     );
     const u = rows[0];
     if (!u || u.status === 'done' || u.status === 'verifying') return 'refuse';
+    // Only the coordinator picks an auditor: an audit copy comes on a lease issued to audit this very result, and a
+    // primary result arriving while the unit is held for audit is no longer wanted.
+    if ((u.audit_of ?? null) !== (r.lease.role === 'audit' ? r.lease.auditOf : null)) return 'refuse';
     const cost = costKey(r.job, r.round, r.idx);
     if (u.audit_of) {
       // The audit copy. Its holder was chosen under the lease condition; a late result of an older lease is checked

@@ -1,5 +1,5 @@
+import type { AcceptedResult, SchedulerHooks } from '../scheduler/hooks.js';
 import type { JobRow } from '../scheduler/job-repo.js';
-import type { AcceptedResult, SchedulerHooks } from '../scheduler/scheduler.js';
 import type { Queryable } from '../store/db.js';
 import type { VerificationEngine } from './engine.js';
 import { addCost, type ForfeitRecord, lockTrust, recordEvent, saveTrust } from './store.js';

@@ -15,11 +15,41 @@ import {
   type ServerMessage,
 } from '../../shared/protocol/messages.js';
 import { decodeResultEnvelope } from '../../shared/protocol/result-envelope.js';
-import type { Scheduler, WorkerIdentity } from '../scheduler/scheduler.js';
+import type { WeightSet } from '../../shared/train/types.js';
+import type { WorkerIdentity } from '../scheduler/hooks.js';
+import type { Scheduler } from '../scheduler/scheduler.js';
 import type { Db } from '../store/db.js';
 import { auditAddress } from '../verify/network-address.js';
 import { RevealHub } from '../verify/reveal-hub.js';
 import { linkRevealHub } from '../verify/reveal-relay.js';
+
+/** Largest frame before hello, and largest text frame ever (hello, request, progress…), bytes. */
+export const CONTROL_FRAME_BYTES = 64 * 1024;
+/** Room for an envelope's JSON header (decodeResultEnvelope allows up to 1 MiB) and its 8-byte prefix. */
+const ENVELOPE_SLACK = (1 << 20) + 8;
+/** Frames a connection may have waiting to be handled; more closes it (4429). */
+const MAX_QUEUED_FRAMES = 64;
+
+/**
+ * The per-connection frame limit. ws checks a frame's declared length against its receiver's limit as soon as the
+ * frame header arrives, before buffering the payload, and closes with 1009; the server-wide `maxPayload` is only the
+ * ceiling. Returns false when this ws version keeps its limit elsewhere (then only the ceiling and the checks on
+ * arrival hold).
+ */
+function setFrameLimit(socket: WebSocket, bytes: number): boolean {
+  const receiver = (socket as unknown as { _receiver?: { _maxPayload?: unknown } })._receiver;
+  if (!receiver || typeof receiver._maxPayload !== 'number') return false;
+  receiver._maxPayload = bytes;
+  return true;
+}
+
+/** Bytes of a WeightSet in the weights format (SGW1): prefix, JSON header padded to 4, float32 data. */
+function encodedWeightsBytes(w: WeightSet): number {
+  const header = Buffer.byteLength(JSON.stringify({ names: w.names, shapes: w.shapes }));
+  let values = 0;
+  for (const d of w.data) values += d.length;
+  return 8 + header + 3 + values * 4;
+}
 
 const checkClientMessage = TypeCompiler.Compile(ClientMessage);
 const checkResultHeader = TypeCompiler.Compile(ResultHeader);
@@ -66,6 +96,8 @@ interface Connection {
   leasing: boolean;
   /** Sent a request not yet answered (by a lease or idle). */
   asked: boolean;
+  /** Current frame limit (bytes): CONTROL_FRAME_BYTES until it holds a lease, then its largest model's bound. */
+  frameLimit: number;
 }
 
 /**
@@ -76,7 +108,49 @@ async function gateway(app: FastifyInstance, opts: GatewayOptions): Promise<void
   const { scheduler, db } = opts;
   const connections = new Map<string, Connection>();
 
-  await app.register(websocket, { options: { maxPayload: opts.maxPayloadBytes } });
+  await app.register(websocket, {
+    // The ceiling; each connection gets its own, smaller limit (setFrameLimit).
+    options: { maxPayload: opts.maxPayloadBytes },
+    errorHandler: (err, socket, req) => {
+      req.log.warn({ err: err.message }, 'worker socket error');
+      // A frame over the limit: ws already sent 1009 and closes; anything else ends the connection now.
+      if (socket.readyState === socket.CLOSING) setTimeout(() => socket.terminate(), 5_000).unref();
+      else socket.terminate();
+    },
+  });
+  let frameLimitWarned = false;
+
+  /** What frames about one unit may weigh: its result (a delta) and a revealed state (weights and optimizer slots). */
+  const weightBytes = new Map<string, number>();
+  const boundsOf = async (weightsHash: string): Promise<{ result: number; reveal: number }> => {
+    let w = weightBytes.get(weightsHash);
+    if (w === undefined) {
+      w = encodedWeightsBytes(await scheduler.weights.get(weightsHash));
+      // Sizes only, so many models fit; the oldest goes first.
+      if (weightBytes.size >= 4096) weightBytes.delete(weightBytes.keys().next().value as string);
+      weightBytes.set(weightsHash, w);
+    }
+    // Adam keeps two slots per weight: a state is at most three times the weights.
+    return { result: w + ENVELOPE_SLACK, reveal: 3 * w + ENVELOPE_SLACK };
+  };
+  const weightsOfLease = async (leaseId: string): Promise<string | null> => {
+    const r = await db.query<{ weights_hash: string }>(
+      'SELECT j.weights_hash FROM leases l JOIN jobs j ON j.id = l.job_id WHERE l.id = $1',
+      [leaseId],
+    );
+    return r.rows[0]?.weights_hash ?? null;
+  };
+  /** Lets `c` send frames as large as a unit of this model needs (never above the ceiling). */
+  const allowFramesFor = async (c: Connection, weightsHash: string | null): Promise<void> => {
+    if (!weightsHash) return;
+    const bound = Math.min((await boundsOf(weightsHash)).reveal, opts.maxPayloadBytes);
+    if (bound <= c.frameLimit) return;
+    c.frameLimit = bound;
+    if (!setFrameLimit(c.socket, bound) && !frameLimitWarned) {
+      frameLimitWarned = true;
+      app.log.warn('ws keeps no per-connection frame limit here: only MAX_UPLOAD_BYTES bounds a worker frame');
+    }
+  };
 
   const send = (c: Connection, msg: ServerMessage) => {
     if (c.socket.readyState === c.socket.OPEN) c.socket.send(JSON.stringify(msg));
@@ -91,8 +165,13 @@ async function gateway(app: FastifyInstance, opts: GatewayOptions): Promise<void
     try {
       const lease = await scheduler.lease(c.who);
       c.idle = !lease;
-      if (lease) send(c, lease);
-      else if (c.asked) send(c, { type: 'idle', retryMs: opts.idleRetryMs });
+      if (lease) {
+        // Before the lease leaves: its result may be as large as its model, and no larger.
+        await allowFramesFor(c, lease.unit.weightsHash).catch((err) =>
+          app.log.error({ err }, 'frame limit for a lease failed'),
+        );
+        send(c, lease);
+      } else if (c.asked) send(c, { type: 'idle', retryMs: opts.idleRetryMs });
       c.asked = false;
       return lease !== null;
     } finally {
@@ -208,14 +287,29 @@ async function gateway(app: FastifyInstance, opts: GatewayOptions): Promise<void
 
   app.get('/api/v1/worker', { websocket: true }, (socket, req) => {
     const workerId = `w_${randomUUID().replaceAll('-', '').slice(0, 16)}`;
-    const c: Connection = { socket, who: null, remoteAddress: req.ip, idle: false, leasing: false, asked: false };
+    const c: Connection = {
+      socket,
+      who: null,
+      remoteAddress: req.ip,
+      idle: false,
+      leasing: false,
+      asked: false,
+      frameLimit: CONTROL_FRAME_BYTES,
+    };
+    // Before hello a frame is at most a hello: a larger one is refused from its header, never buffered.
+    setFrameLimit(socket, CONTROL_FRAME_BYTES);
     // Messages are handled strictly in order, so a result never overtakes the hello before it.
     let chain = Promise.resolve();
+    // Frames received and not yet handled: bounded, so a fast sender cannot queue without end.
+    let queued = 0;
+    let queuedBytes = 0;
+    let closing = false;
     const helloTimer = setTimeout(() => {
       if (!c.who) socket.close(CloseCode.Unauthorized, 'no hello');
     }, opts.helloTimeoutMs ?? 10_000);
 
     const fail = (code: number, errCode: string, message: string) => {
+      closing = true;
       send(c, { type: 'error', code: errCode, message });
       socket.close(code, message.slice(0, 120));
     };
@@ -224,11 +318,28 @@ async function gateway(app: FastifyInstance, opts: GatewayOptions): Promise<void
     chain = chain.then(async () => send(c, await challenge));
 
     socket.on('message', (data: Buffer, isBinary: boolean) => {
+      if (closing) return;
+      if (!isBinary && data.length > CONTROL_FRAME_BYTES) {
+        return fail(CloseCode.TooLarge, 'too_large', `text frames are at most ${CONTROL_FRAME_BYTES} bytes`);
+      }
+      if (queued >= MAX_QUEUED_FRAMES || queuedBytes + data.length > 2 * c.frameLimit + CONTROL_FRAME_BYTES) {
+        return fail(
+          CloseCode.Flooding,
+          'flooding',
+          `more than ${MAX_QUEUED_FRAMES} frames or ${2 * c.frameLimit + CONTROL_FRAME_BYTES} bytes waiting: wait for answers before sending more`,
+        );
+      }
+      queued++;
+      queuedBytes += data.length;
       chain = chain
         .then(() => (isBinary ? onBinary(new Uint8Array(data)) : onText(data.toString('utf8'))))
         .catch((err) => {
           app.log.error({ err, workerId }, 'worker message failed');
           fail(1011, 'internal', 'internal error');
+        })
+        .finally(() => {
+          queued--;
+          queuedBytes -= data.length;
         });
     });
 
@@ -310,11 +421,32 @@ async function gateway(app: FastifyInstance, opts: GatewayOptions): Promise<void
       );
       const resumed: string[] = [];
       for (const r of hello.resume ?? []) {
-        if (await scheduler.resume(c.who, r.leaseId, r.token)) resumed.push(r.leaseId);
+        if (await scheduler.resume(c.who, r.leaseId, r.token)) {
+          resumed.push(r.leaseId);
+          await allowFramesFor(c, await weightsOfLease(r.leaseId));
+        }
       }
+      // Results of this account's other open leases (a lease of a previous connection, even expired, may still be
+      // delivered): their frames must fit too.
+      const open = await db.query<{ weights_hash: string }>(
+        `SELECT DISTINCT j.weights_hash FROM leases l JOIN jobs j ON j.id = l.job_id
+         WHERE l.account = $1 AND l.status IN ('active', 'expired') AND j.status IN ('queued', 'running') LIMIT 64`,
+        [account],
+      );
+      for (const row of open.rows) await allowFramesFor(c, row.weights_hash);
       send(c, { type: 'welcome', protocol: PROTOCOL_VERSION, workerId, account, resumed });
-      // After welcome: reveal requests still waiting for this account (a reconnect) are asked again here.
-      reveals.addPeer(workerId, { account, send: (m) => send(c, m) });
+      // After welcome: reveal requests still waiting for this account (a reconnect) are asked again here. A reveal
+      // request raises the frame limit to what the state of that lease weighs before it leaves.
+      reveals.addPeer(workerId, {
+        account,
+        send: (m) => {
+          if (m.type !== 'reveal') return send(c, m);
+          weightsOfLease(m.leaseId)
+            .then((hash) => allowFramesFor(c, hash))
+            .catch((err) => app.log.error({ err }, 'frame limit for a reveal failed'))
+            .finally(() => send(c, m));
+        },
+      });
     };
 
     const onBinary = async (bytes: Uint8Array) => {
@@ -349,6 +481,17 @@ async function gateway(app: FastifyInstance, opts: GatewayOptions): Promise<void
         return fail(CloseCode.BadMessage, 'bad_message', 'result header has no leaseId');
       }
       const header = env.header as ResultHeader;
+      const hash = await weightsOfLease(header.leaseId);
+      const bound = hash ? (await boundsOf(hash)).result : null;
+      if (bound !== null && bytes.length > bound) {
+        send(c, {
+          type: 'reject',
+          leaseId: header.leaseId,
+          code: 'too_large',
+          reason: `the result frame has ${bytes.length} bytes; a result of this unit's model is at most ${bound}`,
+        });
+        return;
+      }
       const out = await scheduler.submitResult(c.who, header, env.payload);
       if (out.ok) send(c, { type: 'ack', leaseId: header.leaseId, resultHash: header.deltaHash });
       else send(c, { type: 'reject', leaseId: header.leaseId, code: out.code, reason: out.reason });

@@ -164,7 +164,11 @@ export interface VerifyAccountLinkOptions {
   expectedDomain: string;
   expectedChainId: number;
   /** When set, the URI must equal it, or start with it when it ends with '/'. */
-  expectedUri?: string;
+  /**
+   * The URI the message must carry: a string (equal, or a prefix when it ends with '/'), or a check of the URI (the
+   * coordinator's: any http(s)/ws(s) URI on its own domain).
+   */
+  expectedUri?: string | ((uri: string) => boolean);
   now: number;
   /** Default 60 s. */
   clockSkewMs?: number;
@@ -198,8 +202,13 @@ export async function verifyAccountLink(opts: VerifyAccountLinkOptions): Promise
     return fail('wrong_domain', `message is for domain ${msg.domain}, this server is ${opts.expectedDomain}`);
   }
   if (opts.expectedUri !== undefined) {
-    const ok = opts.expectedUri.endsWith('/') ? msg.uri.startsWith(opts.expectedUri) : msg.uri === opts.expectedUri;
-    if (!ok) return fail('wrong_uri', `message URI ${msg.uri} is not ${opts.expectedUri}`);
+    const want = opts.expectedUri;
+    const ok =
+      typeof want === 'function' ? want(msg.uri) : want.endsWith('/') ? msg.uri.startsWith(want) : msg.uri === want;
+    if (!ok) {
+      const expected = typeof want === 'function' ? 'a URI of this server' : want;
+      return fail('wrong_uri', `message URI ${msg.uri} is not ${expected}`);
+    }
   }
   if (msg.chainId !== opts.expectedChainId) {
     return fail('wrong_chain', `message is for chain ${msg.chainId}, expected ${opts.expectedChainId}`);

@@ -213,8 +213,11 @@ export interface VerifySiweOptions {
   /** The authority this server answers on; the message's domain must equal it (case-insensitive host). */
   expectedDomain: string;
   expectedChainId?: number;
-  /** When set, the message's URI must equal it (or start with it when it ends with '/'). */
-  expectedUri?: string;
+  /**
+   * The URI the message must carry: a string (equal, or a prefix when it ends with '/'), or a check of the URI (the
+   * coordinator's: any http(s)/ws(s) URI on its own domain).
+   */
+  expectedUri?: string | ((uri: string) => boolean);
   /** When set, the signed-in address must be this one (the hello's account, a re-auth of a session). */
   expectedAddress?: string;
   /** When set, the nonce must be exactly this one (a challenge bound to one connection). */
@@ -254,8 +257,13 @@ export async function verifySiwe(opts: VerifySiweOptions): Promise<SiweResult> {
     return fail('wrong_domain', `message is for domain ${msg.domain}, this server is ${opts.expectedDomain}`);
   }
   if (opts.expectedUri !== undefined) {
-    const uriOk = opts.expectedUri.endsWith('/') ? msg.uri.startsWith(opts.expectedUri) : msg.uri === opts.expectedUri;
-    if (!uriOk) return fail('wrong_uri', `message URI ${msg.uri} is not ${opts.expectedUri}`);
+    const want = opts.expectedUri;
+    const uriOk =
+      typeof want === 'function' ? want(msg.uri) : want.endsWith('/') ? msg.uri.startsWith(want) : msg.uri === want;
+    if (!uriOk) {
+      const expected = typeof want === 'function' ? 'a URI of this server' : want;
+      return fail('wrong_uri', `message URI ${msg.uri} is not ${expected}`);
+    }
   }
   if (opts.expectedChainId !== undefined && msg.chainId !== opts.expectedChainId) {
     return fail('wrong_chain', `message is for chain ${msg.chainId}, expected ${opts.expectedChainId}`);

@@ -17,6 +17,13 @@ export const CloseCode = {
   BadVersion: 4426,
   /** Coordinator going away (restart). */
   GoingAway: 1001,
+  /**
+   * A frame over the connection's limit: 64 KiB before hello and for every text frame; a result or reveal frame
+   * over the bound of the largest model this connection holds a lease of (refused from the frame's declared length).
+   */
+  TooLarge: 1009,
+  /** More frames queued unhandled on the connection than it may have (sent faster than it is served). */
+  Flooding: 4429,
 } as const;
 
 const Hex64 = Type.String({ pattern: '^[0-9a-f]{64}$' });

@@ -43,8 +43,10 @@ export class RawWorker {
   constructor(
     readonly url: string,
     readonly account: string,
+    /** Extra upgrade request headers (e.g. X-Forwarded-For, as a reverse proxy adds). */
+    headers?: Record<string, string>,
   ) {
-    this.ws = new WebSocket(`${url.replace(/^http/, 'ws')}/api/v1/worker`);
+    this.ws = new WebSocket(`${url.replace(/^http/, 'ws')}/api/v1/worker`, headers ? { headers } : undefined);
     this.ws.on('message', (data, isBinary) => {
       if (isBinary) return;
       const msg = JSON.parse(String(data)) as ServerMessage;
@@ -123,6 +125,8 @@ export class RawWorker {
   async hello(
     resume?: { leaseId: string; token: string }[],
     sign?: (c: ChallengeMsg) => Promise<{ message: string; signature: string }>,
+    /** Extra hello fields (e.g. payTo). */
+    extra: { payTo?: string } = {},
   ): Promise<void> {
     await this.open();
     this.challenge = await this.nextOf('challenge');
@@ -135,6 +139,7 @@ export class RawWorker {
       capabilities: { backends: ['wasm'] },
       ...(resume ? { resume } : {}),
       ...(auth ? { auth } : {}),
+      ...extra,
     });
     await this.nextOf('welcome');
   }

@@ -1,5 +1,4 @@
-import type { BackendName } from './settings.js';
-import type { BenchmarkResult } from './worker-protocol.js';
+import type { BackendName, BenchmarkResult } from './settings.js';
 
 export const BACKEND_ORDER: BackendName[] = ['webgpu', 'wasm', 'cpu'];
 

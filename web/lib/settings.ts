@@ -1,5 +1,4 @@
 import { openAppDb } from './db.js';
-import type { BenchmarkResult } from './worker-protocol.js';
 
 /** The volunteer's polite-contribution controls, persisted in IndexedDB. */
 export interface VolunteerSettings {
@@ -18,6 +17,15 @@ export interface VolunteerSettings {
 
 export type BackendName = 'webgpu' | 'wasm' | 'cpu';
 export type BackendChoice = 'auto' | BackendName;
+
+export interface BenchmarkResult {
+  backend: BackendName;
+  /** Training examples per second on the benchmark model; 0 when the backend failed. */
+  examplesPerSecond: number;
+  /** Wall time of the whole benchmark of this backend, loading and kernel compilation included. */
+  ms?: number;
+  error?: string;
+}
 
 export const DEFAULT_SETTINGS: VolunteerSettings = {
   intensity: 100,

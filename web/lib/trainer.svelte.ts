@@ -1,7 +1,7 @@
 import type { Receipt, WorkerEvent, WorkerState } from '../../shared/worker-client/worker-loop.js';
 import { openAppDb } from './db.js';
-import type { BackendName } from './settings.js';
-import type { BenchmarkResult, PageToWorker, PauseReason, StartConfig, WorkerToPage } from './worker-protocol.js';
+import type { BackendName, BenchmarkResult } from './settings.js';
+import type { PageToWorker, PauseReason, StartConfig, WorkerToPage } from './worker-protocol.js';
 
 /**
  * The page's side of the training Web Worker, as reactive state for the Svelte views. It starts the worker only

@@ -1,5 +1,5 @@
 import type { WorkerEvent } from '../../shared/worker-client/worker-loop.js';
-import type { BackendName } from './settings.js';
+import type { BackendName, BenchmarkResult } from './settings.js';
 
 /** Messages between a page and its training Web Worker (web/volunteer/train.worker.ts). */
 
@@ -31,15 +31,6 @@ export type PageToWorker =
   | { type: 'resume'; reason: PauseReason }
   | { type: 'settings'; intensity?: number; cacheCapBytes?: number }
   | { type: 'stop' };
-
-export interface BenchmarkResult {
-  backend: BackendName;
-  /** Training examples per second on the benchmark model; 0 when the backend failed. */
-  examplesPerSecond: number;
-  /** Wall time of the whole benchmark of this backend, loading and kernel compilation included. */
-  ms?: number;
-  error?: string;
-}
 
 export type WorkerToPage =
   | { type: 'event'; event: WorkerEvent }

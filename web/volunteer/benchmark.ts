@@ -1,6 +1,5 @@
 import * as tf from '@tensorflow/tfjs';
-import type { BackendName } from '../lib/settings.js';
-import type { BenchmarkResult } from '../lib/worker-protocol.js';
+import type { BackendName, BenchmarkResult } from '../lib/settings.js';
 import { activateBackend } from './backends.js';
 
 /**
