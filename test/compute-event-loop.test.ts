@@ -41,6 +41,13 @@ process.stdin.on('end', () => { stop = true; });
 })();
 `;
 
+/**
+ * The slowest probe allowed. Measured on an otherwise idle 2-core machine with the pool: 30-57 ms; without it (tfjs on
+ * the event loop): 3.6 s while creating the 20M-parameter job, 1.1 s during the self-audit. On the shared test machine
+ * at a load average of 8, process scheduling alone reached 170 ms, hence the margin.
+ */
+const MAX_PROBE_MS = 300;
+
 /** Probes `url` every 50 ms in a separate process until `during` settles; returns every latency, ms. */
 async function probeWhile(url: string, during: () => Promise<unknown>): Promise<number[]> {
   const child = spawn(process.execPath, ['-e', PROBE, url], { stdio: ['pipe', 'pipe', 'inherit'] });
@@ -75,7 +82,7 @@ describe('the event loop stays free', () => {
     await c?.destroy();
   });
 
-  it('answers GET /api/v1/health within 100 ms every time while a 20M-parameter job is created', async () => {
+  it('answers GET /api/v1/health promptly every time while a 20M-parameter job is created', async () => {
     const model = mnistMlpModel(25_000); // 784 x 25000 + 25000 x 10: 19.9M parameters
     let created = '';
     const t0 = performance.now();
@@ -89,7 +96,7 @@ describe('the event loop stays free', () => {
       `health during job creation (${Math.round(ms)} ms): ${latencies.length} probes, max ${max.toFixed(1)} ms`,
     );
     expect(latencies.length).toBeGreaterThan(5);
-    expect(max).toBeLessThan(100);
+    expect(max).toBeLessThan(MAX_PROBE_MS);
   }, 120_000);
 });
 
@@ -103,7 +110,7 @@ describe('the event loop stays free during a self-audit', () => {
     await c?.destroy();
   });
 
-  it('answers GET /api/v1/health within 100 ms every time while the coordinator recomputes an 8M-parameter unit', async () => {
+  it('answers GET /api/v1/health promptly every time while the coordinator recomputes an 8M-parameter unit', async () => {
     // A new account's result is audited; with nobody else around, the coordinator recomputes the unit itself.
     c.scheduler.verification.configure({ selfAuditAfterMs: 500, rng: () => 0 });
     const job = await postJob(
@@ -130,7 +137,7 @@ describe('the event loop stays free during a self-audit', () => {
       `health during the self-audit (${Math.round(performance.now() - t0)} ms): ${latencies.length} probes, max ${max.toFixed(1)} ms`,
     );
     expect((await events(c, job.id, 'self-audit'))[0]?.outcome).toBe('valid');
-    expect(max).toBeLessThan(100);
+    expect(max).toBeLessThan(MAX_PROBE_MS);
   }, 180_000);
 });
 

@@ -709,9 +709,10 @@ export class Scheduler extends EventEmitter {
     const params = await this.weights.get(job.weights_hash);
     const momentum = job.momentum_hash ? await this.weights.get(job.momentum_hash) : null;
     const next = outerStep(params, mean, momentum, spec.outer);
+    // Encoded and hashed in the compute pool, which then holds the new weights for the evaluation below.
     const [weightsHash, momentumHash] = await Promise.all([
-      this.weights.put(next.params),
-      this.weights.put(next.momentum),
+      this.compute.encodeWeights(next.params).then((e) => this.weights.put(next.params, e)),
+      this.compute.encodeWeights(next.momentum).then((e) => this.weights.put(next.momentum, e)),
     ]);
 
     const model = await this.loadModelJson(job.model_hash);
