@@ -14,6 +14,7 @@ import { jobsApi } from './api/jobs.js';
 import { rateLimits } from './api/limits.js';
 import { marketApi } from './api/market.js';
 import { webApp } from './api/web.js';
+import { ComputePool } from './compute/pool.js';
 import { type CoordinatorConfig, configFromEnv, devConveniences } from './config.js';
 import { Credits, creditsMigrations, loadCoordinatorKey, toMicro } from './credits/index.js';
 import { Ledger, ledgerMigrations } from './ledger/index.js';
@@ -93,6 +94,8 @@ export async function startCoordinator(overrides: Partial<CoordinatorConfig> = {
   const config: CoordinatorConfig = { ...configFromEnv(), ...overrides };
   checkProductionConfig(config);
   await initTfBackend();
+  // Tensor work (preflight, cheap checks, evaluation, audits, referee) runs in these threads, never on the event loop.
+  const compute = new ComputePool({ threads: config.computeThreads });
   const db = await openDb({ databaseUrl: config.databaseUrl, dataDir: config.dataDir, schema: config.databaseSchema });
   await runMigrations(db, allMigrations());
   // Blobs live in PostgreSQL when the store is PostgreSQL, so replicas need no shared DATA_DIR (store/blobs.ts).
@@ -144,14 +147,21 @@ export async function startCoordinator(overrides: Partial<CoordinatorConfig> = {
     sweepEveryMs: config.creditSweepEveryMs,
     log,
   });
-  const scheduler: Scheduler = new Scheduler(db, blobs, datasets, log, {
-    ...credits.hooks(),
-    leaseCondition: marketLeaseCondition(db, {
-      defaultPricePerTflop: defaultPrice,
-      defaultMaxPricePerTflop: toMicro(config.defaultMaxPricePerTflop),
-      reliabilityMinLeases: config.reliabilityMinLeases,
-    }),
-  });
+  const scheduler: Scheduler = new Scheduler(
+    db,
+    blobs,
+    datasets,
+    log,
+    {
+      ...credits.hooks(),
+      leaseCondition: marketLeaseCondition(db, {
+        defaultPricePerTflop: defaultPrice,
+        defaultMaxPricePerTflop: toMicro(config.defaultMaxPricePerTflop),
+        reliabilityMinLeases: config.reliabilityMinLeases,
+      }),
+    },
+    compute,
+  );
   // Replicas on one PostgreSQL tell each other about new work and revoked leases (store/replica-events.ts).
   const relay =
     db.kind === 'postgres' && config.databaseUrl
@@ -331,6 +341,8 @@ export async function startCoordinator(overrides: Partial<CoordinatorConfig> = {
       await app.close();
       while (sweeping) await new Promise((r) => setTimeout(r, 20));
       await scheduler.drain();
+      // Runs still in flight were told to stop (verification.stop() in the gateway's onClose): the pool waits for them.
+      await compute.close();
       // After the gateway closed: its detached leases are new work the other replicas hear about.
       await relay?.close();
       await credits.sweeper.stop();

@@ -1,3 +1,5 @@
+import { computeThreadsFromEnv } from './compute/threads.js';
+
 /** Coordinator settings, read once from the environment. The README lists every variable. */
 export interface CoordinatorConfig {
   port: number;
@@ -16,6 +18,8 @@ export interface CoordinatorConfig {
   datasetUploadQuotaBytes: number;
   /** Memory for decoded datasets (least recently used dropped first); decoded is ~4x the file size. */
   datasetCacheBytes: number;
+  /** Worker threads of the compute pool (tensor work off the event loop: coordinator/compute/pool.ts). */
+  computeThreads: number;
   /** Largest body of every other request, bytes (413 above, refused from Content-Length before reading). */
   maxBodyBytes: number;
   /** A request must arrive in full within this, ms (0: no limit). */
@@ -95,6 +99,7 @@ export function configFromEnv(env: NodeJS.ProcessEnv = process.env): Coordinator
     maxUploadBytes: intEnv(env.MAX_UPLOAD_BYTES, 64 * 1024 * 1024),
     datasetUploadQuotaBytes: intEnv(env.DATASET_UPLOAD_QUOTA_BYTES, 1024 * 1024 * 1024),
     datasetCacheBytes: intEnv(env.DATASET_CACHE_BYTES, 1024 * 1024 * 1024),
+    computeThreads: computeThreadsFromEnv(env),
     maxBodyBytes: intEnv(env.MAX_BODY_BYTES, 1024 * 1024),
     requestTimeoutMs: intEnv(env.REQUEST_TIMEOUT_MS, 120_000),
     connectionTimeoutMs: intEnv(env.CONNECTION_TIMEOUT_MS, 60_000),

@@ -3,6 +3,7 @@ import type { FastifyInstance } from 'fastify';
 import { ApiError as ApiErrorSchema, JobSpec, JobView } from '../../shared/protocol/job-spec.js';
 import { checkModelJson } from '../../shared/train/model-allowlist.js';
 import type { Principal } from '../accounts/index.js';
+import { ComputeThreadDied } from '../compute/wire.js';
 import { type Credits, toCredits, toMicro } from '../credits/index.js';
 import { InsufficientFunds, type Ledger, LedgerError } from '../ledger/index.js';
 import { getJobRow, type JobRow, jobView, newJobId } from '../scheduler/job-repo.js';
@@ -126,6 +127,7 @@ export async function jobsApi(app: FastifyInstance, opts: JobsApiOptions): Promi
           await ledger.refundJob(jobId).catch((e) => req.log.error({ err: e, jobId }, 'escrow refund failed'));
         }
         if (err instanceof SchedulerError) throw new ApiError(err.statusCode, err.message, err.field);
+        if (err instanceof ComputeThreadDied) throw new ApiError(503, 'the coordinator failed to build the job; retry');
         throw new ApiError(400, `/model could not be built by tfjs: ${(err as Error).message}`, '/model');
       }
     },

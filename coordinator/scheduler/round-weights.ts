@@ -28,8 +28,9 @@ export class WeightCache {
     return w;
   }
 
-  async put(w: WeightSet): Promise<string> {
-    const hash = await this.blobs.put(encodeWeights(w));
+  /** `encoded`: the blob and its hash when already made off the event loop (compute pool, encodeWeights). */
+  async put(w: WeightSet, encoded?: { bytes: Uint8Array; hash: string }): Promise<string> {
+    const hash = encoded ? await this.blobs.put(encoded.bytes, encoded.hash) : await this.blobs.put(encodeWeights(w));
     this.remember(hash, w);
     return hash;
   }

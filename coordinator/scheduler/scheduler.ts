@@ -1,16 +1,15 @@
 import { randomBytes, randomUUID } from 'node:crypto';
 import { EventEmitter } from 'node:events';
-import * as tf from '@tensorflow/tfjs';
 import { sha256Hex } from '../../shared/hash.js';
 import type { JobSpec } from '../../shared/protocol/job-spec.js';
 import type { LeaseMsg, ResultHeader } from '../../shared/protocol/messages.js';
 import { deriveDataSeed } from '../../shared/train/assign.js';
-import { evaluateModel } from '../../shared/train/evaluate.js';
 import { outerStep } from '../../shared/train/outer-optimizer.js';
 import { estimateFlops } from '../../shared/train/train-unit.js';
 import type { WeightSet } from '../../shared/train/types.js';
-import { allFinite, decodeWeights, sameShapes, weightsFromModel } from '../../shared/train/weights-format.js';
+import { allFinite, decodeWeights, sameShapes } from '../../shared/train/weights-format.js';
 import { aggregateDeltas } from '../../shared/verify/aggregate.js';
+import { type Compute, localCompute } from '../compute/tasks.js';
 import type { BlobStore } from '../store/blobs.js';
 import type { DatasetRepo } from '../store/datasets.js';
 import type { Db, Queryable } from '../store/db.js';
@@ -19,7 +18,6 @@ import type { AcceptedResult, SchedulerHooks, WorkerIdentity } from './hooks.js'
 import { JOB_DEPENDENT_CODES, JobFaultWatch, UNIT_FAILED } from './job-fault.js';
 import { checkpointEvery, getJobRow, type JobRow, newJobId } from './job-repo.js';
 import { GIVEN_BACK_COOLDOWN_MS, leaseHistory, mayLeaseMore, roundShareSql } from './lease-limits.js';
-import { trialStep } from './preflight.js';
 import { WeightCache } from './round-weights.js';
 
 export type SubmitOutcome = { ok: true; resultId: string } | { ok: false; code: string; reason: string };
@@ -65,6 +63,8 @@ export class Scheduler extends EventEmitter {
     private readonly datasets: DatasetRepo,
     private readonly log: (msg: string, extra?: object) => void = () => {},
     readonly hooks: SchedulerHooks = {},
+    /** Where tensor work runs: the coordinator's compute pool (app.ts), in process when not given. */
+    readonly compute: Compute = localCompute,
   ) {
     super();
     this.weights = new WeightCache(blobs);
@@ -75,6 +75,7 @@ export class Scheduler extends EventEmitter {
         hooks,
         loadModel: (hash) => this.loadModelJson(hash),
         loadDataset: (id) => datasets.load(id),
+        compute,
         emit: (event, payload) => this.emit(event, payload),
         completeRound: (jobId, round) => this.maybeCompleteRound(jobId, round),
         track: (p) => this.track(p),
@@ -86,7 +87,7 @@ export class Scheduler extends EventEmitter {
     this.jobFaults = new JobFaultWatch({
       db,
       trial: async (job) =>
-        trialStep(
+        this.compute.trialStep(
           await this.loadModelJson(job.model_hash),
           job.spec,
           await datasets.load(job.dataset_id),
@@ -126,13 +127,7 @@ export class Scheduler extends EventEmitter {
   ): Promise<JobRow> {
     const modelBytes = new TextEncoder().encode(JSON.stringify(model));
     const modelHash = await this.blobs.put(modelBytes);
-    const built = await tf.models.modelFromJSON(model as Parameters<typeof tf.models.modelFromJSON>[0]);
-    let weights: WeightSet;
-    try {
-      weights = weightsFromModel(built);
-    } finally {
-      built.dispose();
-    }
+    let weights = await this.compute.buildInitialWeights(model);
     if (spec.initialWeights) {
       const given = await this.weights.get(spec.initialWeights).catch(() => null);
       if (!given) throw new SchedulerError(404, '/initialWeights', 'no weights blob with that id');
@@ -142,9 +137,9 @@ export class Scheduler extends EventEmitter {
       weights = given;
     }
     // Preflight (preflight.ts): a job no honest worker can complete is refused here, not failed on volunteers.
-    const problem = await trialStep(model, spec, await this.datasets.load(datasetId), weights);
+    const problem = await this.compute.trialStep(model, spec, await this.datasets.load(datasetId), weights);
     if (problem) throw new SchedulerError(400, problem.field, problem.message);
-    const weightsHash = await this.weights.put(weights);
+    const weightsHash = await this.weights.put(weights, await this.compute.encodeWeights(weights));
     const row = await this.db.tx(async (q) => {
       await q.query(
         `INSERT INTO jobs (id, owner, name, spec, status, round, rounds, model_hash, dataset_id, weights_hash)
@@ -717,14 +712,15 @@ export class Scheduler extends EventEmitter {
     const params = await this.weights.get(job.weights_hash);
     const momentum = job.momentum_hash ? await this.weights.get(job.momentum_hash) : null;
     const next = outerStep(params, mean, momentum, spec.outer);
+    // Encoded and hashed in the compute pool, which then holds the new weights for the evaluation below.
     const [weightsHash, momentumHash] = await Promise.all([
-      this.weights.put(next.params),
-      this.weights.put(next.momentum),
+      this.compute.encodeWeights(next.params).then((e) => this.weights.put(next.params, e)),
+      this.compute.encodeWeights(next.momentum).then((e) => this.weights.put(next.momentum, e)),
     ]);
 
     const model = await this.loadModelJson(job.model_hash);
     const dataset = await this.datasets.load(job.dataset_id);
-    const evalResult = await evaluateModel(model, next.params, dataset, { loss: spec.loss });
+    const evalResult = await this.compute.evaluate(model, next.params, dataset, { loss: spec.loss });
     // The coordinator's count, never a sum of what results claim (one huge claim must not break a round).
     const examples = results.length * spec.localSteps * spec.batchSize;
     const nextRound = job.round + 1;

@@ -1,6 +1,6 @@
 import { mkdir, readFile, rename, stat, writeFile } from 'node:fs/promises';
 import { join } from 'node:path';
-import { sha256Hex } from '../../shared/hash.js';
+import { sha256HexAsync } from '../../shared/hash.js';
 import type { Db } from './db.js';
 
 /**
@@ -8,8 +8,12 @@ import type { Db } from './db.js';
  * changed, so `put` is idempotent and any copy of a blob is as good as any other.
  */
 export interface BlobStore {
-  /** Stores the bytes (a no-op when they are already there) and returns their sha256, lowercase hex. */
-  put(bytes: Uint8Array): Promise<string>;
+  /**
+   * Stores the bytes (a no-op when they are already there) and returns their sha256, lowercase hex. The hash is
+   * computed off the event loop (WebCrypto); `knownHash` skips it, and only for bytes the coordinator encoded and
+   * hashed itself (its compute pool), never for bytes anyone sent.
+   */
+  put(bytes: Uint8Array, knownHash?: string): Promise<string>;
   /** Whether the blob exists; false for anything that is not a blob id. */
   has(hash: string): Promise<boolean>;
   /** Returns the bytes, or null when no such blob exists. Throws on a malformed id. */
@@ -43,8 +47,8 @@ export class FileBlobStore implements BlobStore {
     return join(this.root, hash.slice(0, 2), checkId(hash));
   }
 
-  async put(bytes: Uint8Array): Promise<string> {
-    const hash = sha256Hex(bytes);
+  async put(bytes: Uint8Array, knownHash?: string): Promise<string> {
+    const hash = knownHash ?? (await sha256HexAsync(bytes));
     const path = this.pathOf(hash);
     if (await this.has(hash)) return hash;
     await mkdir(join(this.root, hash.slice(0, 2)), { recursive: true });
@@ -81,8 +85,8 @@ export class FileBlobStore implements BlobStore {
 export class DbBlobStore implements BlobStore {
   constructor(private readonly db: Db) {}
 
-  async put(bytes: Uint8Array): Promise<string> {
-    const hash = sha256Hex(bytes);
+  async put(bytes: Uint8Array, knownHash?: string): Promise<string> {
+    const hash = knownHash ?? (await sha256HexAsync(bytes));
     // Skip sending megabytes that are already stored (built-in datasets at every start, a repeated model).
     if (await this.has(hash)) return hash;
     await this.db.query(

@@ -1,10 +1,10 @@
 import type { ResultHeader } from '../../shared/protocol/messages.js';
 import { assignExamples } from '../../shared/train/assign.js';
-import { trainUnit } from '../../shared/train/train-unit.js';
 import type { Dataset, TrainUnitSpec, WeightSet } from '../../shared/train/types.js';
 import { decodeWeights } from '../../shared/train/weights-format.js';
 import type { DisputeParty, PartyId } from '../../shared/verify/bisect.js';
-import { type CheapCheckBounds, cheapCheck, DEFAULT_CHEAP_CHECK_BOUNDS } from '../../shared/verify/cheap-checks.js';
+import { type CheapCheckBounds, DEFAULT_CHEAP_CHECK_BOUNDS } from '../../shared/verify/cheap-checks.js';
+import type { Compute } from '../compute/tasks.js';
 import { setTrustReader } from '../credits/trust.js';
 import type { SchedulerHooks } from '../scheduler/hooks.js';
 import { checkpointEvery, getJobRow, type JobRow } from '../scheduler/job-repo.js';
@@ -19,7 +19,7 @@ import {
   VerificationEngine,
   WorkDeferred,
 } from './engine.js';
-import { stateLayoutOf, TrainUnitReferee, type UnitInputs } from './referee.js';
+import { TrainUnitReferee, type UnitInputs } from './referee.js';
 import type { RevealTransport } from './reveal-hub.js';
 import { checkpointsOf, describeSettlement, settlementOutcome, shutdownFault } from './settlement-record.js';
 import { addCost, getTrust, lockTrust, publicTrust, recordEvent, saveTrust } from './store.js';
@@ -133,6 +133,8 @@ export interface SchedulerPort {
   hooks: SchedulerHooks;
   loadModel(hash: string): Promise<object>;
   loadDataset(id: string): Promise<Dataset>;
+  /** Where tensor work runs (the coordinator's compute pool). */
+  compute: Compute;
   emit(event: string, payload?: unknown): void;
   completeRound(jobId: string, round: number): Promise<boolean>;
   track(p: Promise<unknown>): void;
@@ -222,6 +224,7 @@ export class AuditCoordinator {
       log: (msg, extra) => port.log(msg, extra),
       closing: () => this.closing,
       now: this.now,
+      compute: port.compute,
     });
   }
 
@@ -318,7 +321,7 @@ export class AuditCoordinator {
     payload: Uint8Array,
   ): Promise<CheckProblem | null> {
     const inputs = await this.unitInputs(job, await this.dataSeed(this.port.db, job.id, unit.round, unit.idx));
-    const r = await cheapCheck(
+    const r = await this.port.compute.cheapCheck(
       {
         model: inputs.model,
         dataset: inputs.dataset,
@@ -566,8 +569,8 @@ export class AuditCoordinator {
     const failing = (this.settleErrors.get(key) ?? 0) >= MAX_SETTLE_ERRORS;
     if (failing) this.budget.charge(job.id, wholeCost);
     const reexecute = failing ? SETTLE_ERRORS : await this.reexecution(job.id, wholeCost, a.account, b.account);
-    // Yield to the event loop between referee steps: sockets (reveals of other disputes, leases) stay served.
-    const referee = new TrainUnitReferee({ ...inputs, yieldToEventLoop: true, shouldStop: () => this.closing });
+    // The referee trains in the compute pool: sockets (reveals of other disputes, leases) stay served meanwhile.
+    const referee = new TrainUnitReferee({ ...inputs, shouldStop: () => this.closing }, this.port.compute);
     const t0 = performance.now();
     const s = await this.engine.settleAudit({
       a: party(a, deltaA),
@@ -578,7 +581,7 @@ export class AuditCoordinator {
         checkpointEvery: inputs.k,
         startWeights: inputs.startWeights,
         tolerance: this.engine.tolerance(this.policy(job)),
-        stateLayout: await stateLayoutOf(inputs.model, inputs.spec),
+        stateLayout: await this.port.compute.stateLayout(inputs.model, inputs.spec),
       },
       referee,
       stop: () => this.closing,
@@ -885,7 +888,7 @@ export class AuditCoordinator {
       }
       const inputs = await this.unitInputs(job, Number(claimed.data_seed));
       const t0 = performance.now();
-      const mine = await trainUnit({ ...inputs, yieldToEventLoop: true, shouldStop: () => this.closing });
+      const mine = await this.port.compute.trainUnit({ ...inputs, shouldStop: () => this.closing });
       const ms = performance.now() - t0;
       if (this.closing) {
         await this.releaseClaim(jobId, round, idx, null);

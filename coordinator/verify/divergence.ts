@@ -1,5 +1,5 @@
-import { trainUnit } from '../../shared/train/train-unit.js';
 import type { TrainUnitOutput } from '../../shared/train/types.js';
+import type { Compute } from '../compute/tasks.js';
 import { getJobRow } from '../scheduler/job-repo.js';
 import type { Db } from '../store/db.js';
 import type { UnitInputs } from './referee.js';
@@ -24,6 +24,8 @@ export interface DivergenceDeps {
   log(msg: string, extra?: object): void;
   closing(): boolean;
   now(): number;
+  /** Where the check trains (the coordinator's compute pool). */
+  compute: Compute;
 }
 
 /** Distinct accounts whose result for a unit must be non-finite before the coordinator checks it itself. */
@@ -95,7 +97,7 @@ export class DivergenceWatch {
     const job = await getJobRow(this.deps.db, jobId);
     if (job?.status !== 'running' || job.round !== round) return;
     const inputs = await this.deps.unitInputs(jobId, round, idx);
-    const out = await trainUnit({ ...inputs, yieldToEventLoop: true, shouldStop: () => this.deps.closing() });
+    const out = await this.deps.compute.trainUnit({ ...inputs, shouldStop: () => this.deps.closing() });
     const at = firstNonFinite(out);
     await addCost(
       this.deps.db,

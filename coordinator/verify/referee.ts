@@ -1,10 +1,5 @@
-import type * as tf from '@tensorflow/tfjs';
-import { InnerOptimizerState } from '../../shared/train/inner-optimizer.js';
-import { withModel } from '../../shared/train/model-cache.js';
-import { trainUnit } from '../../shared/train/train-unit.js';
 import type { Dataset, TrainUnitSpec, WeightSet } from '../../shared/train/types.js';
-import { modelWeightNames } from '../../shared/train/weights-format.js';
-import type { StateLayout } from '../../shared/verify/bisect.js';
+import { type Compute, localCompute } from '../compute/tasks.js';
 import type { Referee, SegmentRequest, SegmentResult } from './ruling.js';
 
 /**
@@ -34,7 +29,11 @@ export class TrainUnitReferee implements Referee {
   stepsRun = 0;
   segments = 0;
 
-  constructor(private readonly unit: UnitInputs) {}
+  /** `compute`: where the recomputation runs (the coordinator's compute pool; in process by default). */
+  constructor(
+    private readonly unit: UnitInputs,
+    private readonly compute: Compute = localCompute,
+  ) {}
 
   async recomputeSegment(req: SegmentRequest): Promise<SegmentResult> {
     const { spec } = this.unit;
@@ -42,16 +41,13 @@ export class TrainUnitReferee implements Referee {
       throw new Error(`bad segment [${req.fromStep}, ${req.toStep}) for a unit of ${spec.steps} steps`);
     }
     const t0 = performance.now();
-    let steps = 0;
-    const out = await trainUnit({
+    const out = await this.compute.trainUnit({
       ...this.unit,
       ...(req.fromState ? { fromStep: req.fromStep, fromState: req.fromState } : { fromStep: req.fromStep }),
       toStep: req.toStep,
       keepCheckpointStates: true,
-      onStep: () => {
-        steps++;
-      },
     });
+    const steps = out.stepsRun;
     this.stepsRun += steps;
     this.segments++;
     const states = out.checkpointStates;
@@ -60,31 +56,5 @@ export class TrainUnitReferee implements Referee {
   }
 }
 
+export { stateLayoutOf } from '../compute/state-layout.js';
 export { type Referee, type Ruling, ruleOnSegment, type SegmentRequest, type SegmentResult } from './ruling.js';
-
-/**
- * The layout of every training state of a unit: the model's weights, then the inner optimizer's slots, named and
- * shaped exactly as trainUnit lays them out (it builds the same InnerOptimizerState). Revealed states are checked
- * against it at receipt (shared/verify/bisect.ts, stateLayoutProblem).
- */
-export async function stateLayoutOf(model: object, spec: TrainUnitSpec): Promise<StateLayout> {
-  return withModel(model, async (m: tf.LayersModel) => {
-    const trainable = m.trainableWeights;
-    const opt = new InnerOptimizerState(
-      spec.optimizer,
-      trainable.map((w) => w.read() as tf.Variable),
-      trainable.map((w) => w.originalName ?? w.name),
-    );
-    try {
-      return {
-        names: [...modelWeightNames(m), ...opt.slots.map((s) => s.name)],
-        shapes: [
-          ...m.weights.map((w) => w.shape.map((d) => d ?? 1)),
-          ...opt.slots.map((s) => s.variable.shape.slice()),
-        ],
-      };
-    } finally {
-      opt.dispose();
-    }
-  });
-}
