@@ -286,6 +286,47 @@ describe('leases one connection and one account may hold (finding #19)', () => {
   }, 120_000);
 });
 
+describe('who audits (finding #20)', () => {
+  it('an audit copy goes to a random waiting worker, not to the best-ranked one (the cheapest partner)', async () => {
+    c = await startTestCoordinator(testStore('pglite'));
+    // New accounts are audited on every unit; the copy must come from a worker, never the coordinator itself.
+    c.scheduler.verification.configure({ selfAuditAfterMs: null, reexecuteProbability: 0 });
+    const trainer = testIdentity('audit-draw-trainer');
+    const partner = testIdentity('audit-draw-partner');
+    // The trainer ranks first (cheapest), its partner second: ranked in order, the partner would audit every unit.
+    expect((await postOffer(c.url, trainer, 0.1)).status).toBe(201);
+    expect((await postOffer(c.url, partner, 0.2)).status).toBe(201);
+    const a = await worker(c, trainer);
+    const others = [await worker(c, partner)];
+    for (let i = 0; i < 5; i++) others.push(await worker(c, `audit-draw-${i}`));
+    const byAccount = new Map(others.map((w) => [w.account, w]));
+    for (const w of others) expect(await w.tryLease()).toBeNull(); // all waiting
+    const auditors: string[] = [];
+    for (let t = 0; t < 8; t++) {
+      a.send({ type: 'request' });
+      await postJob(c.url, oneRound({ name: `audit draw ${t}`, localSteps: 4 }));
+      const lease = await a.nextOf('lease');
+      expect((await a.submitRun(lease, (await a.train(lease)).out)).type).toBe('ack');
+      const audit = await waitFor('the audit lease', async () => {
+        const r = await c!.db.query<{ account: string }>(
+          `SELECT account FROM leases WHERE role = 'audit' AND job_id = (SELECT job_id FROM leases WHERE id = $1)`,
+          [lease.leaseId],
+        );
+        return r.rows[0];
+      });
+      auditors.push(audit.account);
+      // The auditor does the work and waits again, so every trial starts with the same six waiting.
+      const x = byAccount.get(audit.account)!;
+      const copy = await x.nextOf('lease');
+      expect((await x.submitRun(copy, (await x.train(copy)).out)).type).toBe('ack');
+      expect(await x.tryLease()).toBeNull();
+    }
+    // Drawn at random among six, the partner audits all eight units with probability 6^-8 (about 6e-7).
+    expect(auditors.filter((acc) => acc === partner.address).length).toBeLessThan(8);
+    expect(new Set(auditors).size).toBeGreaterThan(1);
+  }, 120_000);
+});
+
 describe('release churn', () => {
   it('a released unit is not handed back to the same account at once; another worker gets it', async () => {
     c = await startTestCoordinator(testStore('pglite'));

@@ -14,7 +14,7 @@ import type { BlobStore } from '../store/blobs.js';
 import type { DatasetRepo } from '../store/datasets.js';
 import type { Db, Queryable } from '../store/db.js';
 import { AuditCoordinator, type ResultRoute, verifyOptionsFromEnv } from '../verify/audit-coordinator.js';
-import type { AcceptedResult, SchedulerHooks, WorkerIdentity } from './hooks.js';
+import type { SchedulerHooks, WorkerIdentity } from './hooks.js';
 import { JOB_DEPENDENT_CODES, JobFaultWatch, UNIT_FAILED } from './job-fault.js';
 import { checkpointEvery, getJobRow, type JobRow, newJobId } from './job-repo.js';
 import { GIVEN_BACK_COOLDOWN_MS, leaseHistory, mayLeaseMore, roundShareSql } from './lease-limits.js';
@@ -208,7 +208,7 @@ export class Scheduler extends EventEmitter {
   // ---- leases -----------------------------------------------------------------------------------------------
 
   /** Leases the oldest pending unit of any active job to this worker, or returns null when there is none. */
-  async lease(who: WorkerIdentity): Promise<LeaseMsg | null> {
+  async lease(who: WorkerIdentity, only: 'any' | 'audit' = 'any'): Promise<LeaseMsg | null> {
     const now = Date.now();
     const extra = (await this.hooks.leaseCondition?.(who, 2)) ?? null;
     const audit = this.verification.leaseCondition(who, 2 + (extra?.params.length ?? 0));
@@ -230,7 +230,7 @@ export class Scheduler extends EventEmitter {
         `SELECT u.job_id, u.round, u.idx, u.data_seed, u.audit_of, j.spec, j.model_hash, j.weights_hash, j.dataset_id,
                 j.status
          FROM units u JOIN jobs j ON j.id = u.job_id AND j.round = u.round
-         WHERE u.status = 'pending' AND j.status IN ('queued', 'running')
+         WHERE u.status = 'pending' AND j.status IN ('queued', 'running') ${only === 'audit' ? 'AND u.audit_of IS NOT NULL' : ''}
            AND NOT EXISTS (SELECT 1 FROM leases l WHERE l.job_id = u.job_id AND l.round = u.round AND l.idx = u.idx
                            AND l.account = $1 AND (l.status = 'active' OR (l.status IN ('released', 'expired', 'rejected')
                            AND l.ended_at > ${Math.floor(now - this.givenBackCooldownMs)})))
@@ -305,10 +305,11 @@ export class Scheduler extends EventEmitter {
    * Whether any unit of an active job is waiting for a worker, filters aside. False means no lease() can succeed, so
    * the gateway stops offering work to further workers in a ranked pass.
    */
-  async hasPendingUnits(): Promise<boolean> {
+  async hasPendingUnits(only: 'any' | 'audit' = 'any'): Promise<boolean> {
     const { rows } = await this.db.query(
       `SELECT 1 FROM units u JOIN jobs j ON j.id = u.job_id AND j.round = u.round
-       WHERE u.status = 'pending' AND j.status IN ('queued', 'running') LIMIT 1`,
+       WHERE u.status = 'pending' AND j.status IN ('queued', 'running')
+         ${only === 'audit' ? 'AND u.audit_of IS NOT NULL' : ''} LIMIT 1`,
     );
     return rows.length > 0;
   }

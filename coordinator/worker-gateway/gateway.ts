@@ -1,4 +1,4 @@
-import { randomUUID } from 'node:crypto';
+import { randomInt, randomUUID } from 'node:crypto';
 import websocket from '@fastify/websocket';
 import { TypeCompiler } from '@sinclair/typebox/compiler';
 import type { FastifyInstance } from 'fastify';
@@ -162,11 +162,13 @@ async function gateway(app: FastifyInstance, opts: GatewayOptions): Promise<void
   let shuttingDown = false;
 
   /** One lease attempt for `c`. A worker that asked is answered either way; one only pushed to hears nothing. */
-  const offerWork = async (c: Connection): Promise<boolean> => {
+  const offerWork = async (c: Connection, only: 'any' | 'audit' = 'any'): Promise<boolean> => {
     if (!c.who || c.leasing) return false;
     c.leasing = true;
     try {
-      const lease = await scheduler.lease(c.who);
+      const lease = await scheduler.lease(c.who, only);
+      // Offered only an audit copy and none fits: the worker still waits for the rest of the pass.
+      if (!lease && only === 'audit') return false;
       c.idle = !lease;
       if (lease) {
         // Before the lease leaves: its result may be as large as its model, and no larger.
@@ -201,6 +203,20 @@ async function gateway(app: FastifyInstance, opts: GatewayOptions): Promise<void
         app.log.error({ err }, 'ranking workers failed; connection order');
         return order;
       });
+    }
+    // Audit copies first, to the waiting workers in random order: the coordinator alone chooses the auditor, and no
+    // worker (the cheapest, say) can make itself the usual auditor of a partner's units. Then the rest, in rank order.
+    if (pending && order.length > 1 && (await scheduler.hasPendingUnits('audit'))) {
+      for (const who of shuffled(order)) {
+        const c = connections.get(who.workerId);
+        if (!c || !(c.idle || c.asked) || shuttingDown) continue;
+        try {
+          if ((await offerWork(c, 'audit')) && !(await scheduler.hasPendingUnits('audit'))) break;
+        } catch (err) {
+          app.log.error({ err, workerId: who.workerId }, 'offer audit work failed');
+        }
+      }
+      pending = await scheduler.hasPendingUnits();
     }
     for (const who of order) {
       const c = connections.get(who.workerId);
@@ -501,6 +517,16 @@ async function gateway(app: FastifyInstance, opts: GatewayOptions): Promise<void
       else send(c, { type: 'reject', leaseId: header.leaseId, code: out.code, reason: out.reason });
     };
   });
+}
+
+/** A uniformly random permutation (Fisher-Yates). */
+function shuffled<T>(xs: readonly T[]): T[] {
+  const out = [...xs];
+  for (let i = out.length - 1; i > 0; i--) {
+    const j = randomInt(i + 1);
+    [out[i], out[j]] = [out[j], out[i]];
+  }
+  return out;
 }
 
 /** Without an accounts layer the challenge is informational: a fresh nonce, no signature required. */
