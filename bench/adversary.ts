@@ -111,10 +111,15 @@ function jobSpec(name: string, initialWeights: string): Record<string, unknown> 
 // ---- unit inputs, fetched once per blob ----------------------------------------------------------------------------
 
 const blobCache = new Map<string, Promise<Uint8Array>>();
-function blob(url: string, hash: string): Promise<Uint8Array> {
+/** A unit's blob, fetched with the lease that names it (blobs are served to a lease for its own unit only). */
+function blob(url: string, hash: string, lease: LeaseMsg): Promise<Uint8Array> {
   let p = blobCache.get(hash);
   if (!p) {
-    p = fetch(`${url}/api/v1/blobs/${hash}`).then(async (r) => new Uint8Array(await r.arrayBuffer()));
+    const headers = { authorization: `Lease ${lease.leaseId}:${lease.token}` };
+    p = fetch(`${url}/api/v1/blobs/${hash}`, { headers }).then(async (r) => {
+      if (!r.ok) throw new Error(`blob ${hash}: ${r.status}`);
+      return new Uint8Array(await r.arrayBuffer());
+    });
     blobCache.set(hash, p);
   }
   return p;
@@ -124,11 +129,11 @@ const datasets = new Map<string, Dataset>();
 type Inputs = Omit<TrainUnitInput, 'onStep' | 'shouldStop'>;
 async function inputsOf(url: string, lease: LeaseMsg): Promise<Inputs> {
   const u = lease.unit;
-  const model = JSON.parse(new TextDecoder().decode(await blob(url, u.modelHash))) as object;
-  const startWeights = decodeWeights(await blob(url, u.weightsHash));
+  const model = JSON.parse(new TextDecoder().decode(await blob(url, u.modelHash, lease))) as object;
+  const startWeights = decodeWeights(await blob(url, u.weightsHash, lease));
   let dataset = datasets.get(u.datasetHash);
   if (!dataset) {
-    dataset = decodeDataset(await blob(url, u.datasetHash));
+    dataset = decodeDataset(await blob(url, u.datasetHash, lease));
     datasets.set(u.datasetHash, dataset);
   }
   return {
