@@ -59,6 +59,7 @@ export class CreditSweeper {
   private timer: ReturnType<typeof setInterval> | null = null;
   private pokeTimer: ReturnType<typeof setTimeout> | null = null;
   private running: Promise<SweepReport> | null = null;
+  private queued: Promise<SweepReport> | null = null;
   private again = false;
   private lastBackfill = 0;
   private forfeitSource: ForfeitSource | null = null;
@@ -91,7 +92,7 @@ export class CreditSweeper {
     this.timer = null;
     this.pokeTimer = null;
     this.again = false;
-    while (this.running) await this.running.catch(() => {});
+    while (this.running || this.queued) await (this.queued ?? this.running)?.catch(() => {});
   }
 
   /** Asks for a sweep soon (debounced): after an acceptance, the end of a job, a cancel. */
@@ -111,7 +112,17 @@ export class CreditSweeper {
 
   /** One full pass; concurrent callers share the pass in progress. */
   sweep(): Promise<SweepReport> {
-    if (this.running) return this.running;
+    // A sweep already running may have read the store before the caller's change: the caller gets the next sweep,
+    // which starts once this one ends (callers meanwhile share it).
+    if (this.running) {
+      this.queued ??= this.running
+        .catch(() => undefined)
+        .then(() => {
+          this.queued = null;
+          return this.sweep();
+        });
+      return this.queued;
+    }
     const run = this.sweepOnce().finally(() => {
       this.running = null;
       if (this.again) {
