@@ -34,6 +34,9 @@ const c = await startTestCoordinator(store, {
   sweepEveryMs: 1000,
   idleRetryMs: 1000,
   creditSweepEveryMs: 2000,
+  // Every generated socket comes from 127.0.0.1: the per-address limit would refuse all but the first few thousand.
+  rateLimitPerAddress: 0,
+  rateLimitPerAccount: 0,
 });
 const out = (o: object) => process.stdout.write(`${JSON.stringify(o)}\n`);
 out({ ready: true, url: c.url, apiKey: c.requester.apiKey, pid: process.pid, schema: c.config.databaseSchema });
