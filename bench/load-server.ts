@@ -29,7 +29,7 @@ const store =
     : testStore(kind);
 
 const c = await startTestCoordinator(store, {
-  logLevel: 'error',
+  logLevel: process.env.LOAD_LOG ?? 'error', // LOAD_LOG=info shows every request (on stderr of the bench)
   replicaId: process.env.LOAD_REPLICA ?? 'load-a',
   sweepEveryMs: 1000,
   idleRetryMs: 1000,

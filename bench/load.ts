@@ -46,8 +46,10 @@ const { values } = parseArgs({
     replicas: { type: 'string', default: '1' },
     seconds: { type: 'string', default: '20' },
     quick: { type: 'boolean', default: false },
+    units: { type: 'string', default: '10000' },
   },
 });
+const UNITS = Number(values.units);
 const SOCKETS = values.quick ? [100] : values.sockets!.split(',').map(Number);
 const STORES = values.quick ? ['pglite'] : values.store === 'both' ? ['pglite', 'postgres'] : [values.store!];
 const REPLICAS = values.replicas!.split(',').map(Number);
@@ -72,7 +74,8 @@ async function startReplica(store: string, env: Record<string, string> = {}): Pr
   const lines = createInterface({ input: child.stdout! });
   const queue: ((o: Record<string, unknown>) => void)[] = [];
   lines.on('line', (l) => {
-    if (!l.startsWith('{')) return;
+    // The coordinator's own log lines (pino, also JSON) go to stderr; only the driver's answers are replies.
+    if (!/^\{"(ready|jobId|rss|stopped)"/.test(l)) return void process.stderr.write(`${l}\n`);
     queue.shift()?.(JSON.parse(l) as Record<string, unknown>);
   });
   const next = () => new Promise<Record<string, unknown>>((resolve) => queue.push(resolve));
@@ -99,10 +102,17 @@ function blob(url: string, hash: string, lease: LeaseMsg): Promise<Uint8Array> {
   let p = blobCache.get(hash);
   if (!p) {
     const headers = { authorization: `Lease ${lease.leaseId}:${lease.token}` };
-    p = fetch(`${url}/api/v1/blobs/${hash}`, { headers }).then(async (r) => {
-      if (!r.ok) throw new Error(`blob ${hash}: ${r.status}`);
-      return new Uint8Array(await r.arrayBuffer());
-    });
+    const get = async (tries: number): Promise<Uint8Array> => {
+      try {
+        const r = await fetch(`${url}/api/v1/blobs/${hash}`, { headers });
+        if (!r.ok) throw new Error(`blob ${hash}: ${r.status}`);
+        return new Uint8Array(await r.arrayBuffer());
+      } catch (err) {
+        if (tries <= 1) throw err;
+        return get(tries - 1);
+      }
+    };
+    p = get(3);
     blobCache.set(hash, p);
   }
   return p;
@@ -376,7 +386,7 @@ async function runOne(store: string, replicaCount: number, n: number) {
       optimizer: { type: 'sgd', learningRate: 0.05 },
       batchSize: 4,
       localSteps: 2,
-      unitsPerRound: 10_000,
+      unitsPerRound: UNITS,
       rounds: 100,
       unitDeadlineMs: 120_000,
       budget: 1_000,
