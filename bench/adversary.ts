@@ -25,13 +25,12 @@ import { sha256Hex } from '../shared/hash.js';
 import type { LeaseMsg, ResultHeader } from '../shared/protocol/messages.js';
 import { PROTOCOL_VERSION } from '../shared/protocol/messages.js';
 import { encodeResultEnvelope } from '../shared/protocol/result-envelope.js';
-import { assignExamples, mulberry32 } from '../shared/train/assign.js';
+import { assignExamples } from '../shared/train/assign.js';
 import { decodeDataset } from '../shared/train/dataset-format.js';
-import { withModel } from '../shared/train/model-cache.js';
 import { mnistMlpModel } from '../shared/train/templates.js';
 import { trainUnit } from '../shared/train/train-unit.js';
 import type { Dataset, TrainUnitInput, TrainUnitOutput, WeightSet } from '../shared/train/types.js';
-import { decodeWeights, encodeWeights, hashWeights, weightsFromModel } from '../shared/train/weights-format.js';
+import { decodeWeights, encodeWeights, hashWeights } from '../shared/train/weights-format.js';
 import {
   getJob,
   postJob,
@@ -43,6 +42,7 @@ import {
 import { postOffer, signedWorker, type TestIdentity, testIdentity, workerSigner } from '../test/helpers/identities.js';
 import { RawWorker } from '../test/helpers/raw-worker.js';
 import type { StoreKind } from '../test/helpers/stores.js';
+import { seededInit } from './seeded-init.js';
 
 const { values } = parseArgs({
   options: {
@@ -74,21 +74,6 @@ const JOB_TIMEOUT_MS = QUICK ? 4 * 60_000 : 7 * 60_000;
 const MAX_PRICE = 50;
 /** Simulated fleet size for the copying-partner model. */
 const FLEET = 100;
-
-/** Seeded initial weights (glorot-uniform kernels, zero biases), so the clean and the attacked run start alike. */
-async function seededInit(model: object, seed: number): Promise<WeightSet> {
-  const shape = await withModel(model, async (m) => weightsFromModel(m));
-  const next = mulberry32(seed);
-  return {
-    names: shape.names,
-    shapes: shape.shapes,
-    data: shape.shapes.map((s) => {
-      const len = s.reduce((a, b) => a * b, 1);
-      const limit = s.length === 2 ? Math.sqrt(6 / (s[0] + s[1])) : 0;
-      return Float32Array.from({ length: len }, () => ((next() / 4294967296) * 2 - 1) * limit);
-    }),
-  };
-}
 
 /**
  * Stores seeded initial weights as the requester's own. The API takes `initialWeights` only from the requester's own

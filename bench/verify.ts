@@ -25,12 +25,11 @@ import { type JobVerificationPolicy, type UnitContext, VerificationEngine } from
 import { TrainUnitReferee } from '../coordinator/verify/referee.js';
 import { assignExamples, deriveDataSeed, mulberry32 } from '../shared/train/assign.js';
 import { evaluateModel, forwardLoss } from '../shared/train/evaluate.js';
-import { withModel } from '../shared/train/model-cache.js';
 import { outerStep } from '../shared/train/outer-optimizer.js';
 import { mnistMlpModel } from '../shared/train/templates.js';
 import { trainUnit } from '../shared/train/train-unit.js';
 import type { Dataset, TrainUnitOutput, TrainUnitSpec, WeightSet } from '../shared/train/types.js';
-import { hashWeights, subtractWeights, weightsFromModel, weightsNorm } from '../shared/train/weights-format.js';
+import { hashWeights, subtractWeights, weightsNorm } from '../shared/train/weights-format.js';
 import { type AggregateOptions, aggregateDeltas } from '../shared/verify/aggregate.js';
 import type { DisputeParty } from '../shared/verify/bisect.js';
 import { cheapCheck } from '../shared/verify/cheap-checks.js';
@@ -45,6 +44,7 @@ import {
   TRUSTED_AFTER,
   type TrustState,
 } from '../shared/verify/trust.js';
+import { seededInit } from './seeded-init.js';
 
 // ---- configuration ---------------------------------------------------------------------------------------------
 
@@ -976,20 +976,6 @@ async function tryWebGpu(): Promise<string | null> {
 }
 
 // ---- main ------------------------------------------------------------------------------------------------------
-
-async function seededInit(model: object, seed: number): Promise<WeightSet> {
-  const shape = await withModel(model, async (m) => weightsFromModel(m));
-  const next = mulberry32(seed);
-  return {
-    names: shape.names,
-    shapes: shape.shapes,
-    data: shape.shapes.map((s) => {
-      const len = s.reduce((a, b) => a * b, 1);
-      const limit = s.length === 2 ? Math.sqrt(6 / (s[0] + s[1])) : 0;
-      return Float32Array.from({ length: len }, () => ((next() / 4294967296) * 2 - 1) * limit);
-    }),
-  };
-}
 
 async function main(): Promise<void> {
   const log = (s: string) => console.log(s);
